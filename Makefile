@@ -1,0 +1,38 @@
+# pyvault-tokens. `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SQL_DIRS := sql migrations tests/sql tests/helpers
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint demo migrate bench soak clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml tools/install-debian-packages
+	tools/install-debian-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Install the Debian packages and the virtualenv
+
+test: $(STAMP) ## Run every test (pytest, pgTAP) on a throwaway cluster
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## sqlfluff, plpgsql_check over every function, ruff
+	$(BIN)/sqlfluff lint $(SQL_DIRS)
+	$(BIN)/python tools/plpgsql_lint.py
+	$(BIN)/ruff check pyvault_tokens tests tools
+
+demo: $(STAMP) ## Run the refresh story on an embedded throwaway cluster
+	$(BIN)/pyvault-tokens demo
+
+migrate: $(STAMP) ## Migrate the database named by DATABASE_URL
+	$(BIN)/pyvault-tokens migrate
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

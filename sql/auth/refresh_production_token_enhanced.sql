@@ -1,0 +1,54 @@
+-- Refresh a token on its own: rotate or extend it when it is within the threshold
+-- (or always, with p_force). Presenting a rotated token again returns the same successor.
+CREATE OR REPLACE FUNCTION auth.refresh_production_token_enhanced(
+    p_token text,
+    p_threshold_days integer DEFAULT NULL,
+    p_force boolean DEFAULT FALSE
+) RETURNS TABLE (
+    success boolean,
+    new_token text,
+    expires_at timestamptz,
+    refresh_reason varchar(100),
+    message text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_refresh record;
+BEGIN
+    success := FALSE;
+    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
+       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+        refresh_reason := 'TOKEN_INVALID';
+        message := 'Token format is invalid';
+    ELSIF p_threshold_days < 0 OR p_threshold_days > 3650 THEN
+        refresh_reason := 'INVALID_ARGUMENT';
+        message := 'p_threshold_days must be between 0 and 3650';
+    ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
+        message := 'Refresh needs a read-write transaction on the primary';
+    ELSE
+        v_refresh := auth._refresh_token(
+            p_token,
+            pg_catalog.make_interval(days => p_threshold_days),
+            coalesce(p_force, FALSE),
+            CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END
+        );
+        success := v_refresh.o_success;
+        new_token := v_refresh.o_new_token;
+        expires_at := v_refresh.o_expires_at;
+        refresh_reason := v_refresh.o_refresh_reason;
+        message := v_refresh.o_message;
+    END IF;
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean) IS
+'Refresh a token when it is within p_threshold_days of expiry (NULL: the policy '
+'threshold) or when p_force. ROTATE policies return a new token; EXTEND policies '
+'return a later expires_at and no new token.';
+REVOKE ALL ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean) FROM public;
+GRANT EXECUTE ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean)
+TO pyvault_api, pyvault_admin;

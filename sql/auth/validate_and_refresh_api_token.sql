@@ -1,0 +1,137 @@
+-- Validate a token and, when it is due, refresh it in the same call, returning the new
+-- token for the X-New-Token header. Never raises on bad input; a failed refresh leaves
+-- the (still valid) token valid and says REFRESH_FAILED.
+CREATE OR REPLACE FUNCTION auth.validate_and_refresh_api_token(
+    p_token text,
+    p_required_scope text DEFAULT 'api:read'
+) RETURNS TABLE (
+    is_valid boolean,
+    user_hk bytea,
+    tenant_hk bytea,
+    scope text[],
+    expires_at timestamptz,
+    new_token text,
+    was_refreshed boolean,
+    refresh_reason varchar(100),
+    message text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_token auth.api_token_bridge;
+    v_refresh record;
+    v_state text;
+    v_error text;
+BEGIN
+    is_valid := FALSE;
+    was_refreshed := FALSE;
+    refresh_reason := 'TOKEN_INVALID';
+    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
+       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+        message := 'Token format is invalid';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF p_required_scope IS NULL THEN
+        message := 'Required scope is missing';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT b.* INTO v_token
+    FROM auth.api_token_bridge AS b
+    WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
+    IF NOT FOUND THEN
+        message := 'Token not found';
+        RETURN NEXT;
+        RETURN;
+    ELSIF v_token.is_revoked THEN
+        message := 'Token has been revoked';
+        RETURN NEXT;
+        RETURN;
+    ELSIF pg_catalog.now() >= v_token.valid_until THEN
+        IF v_token.successor_hk IS NOT NULL AND v_token.valid_until < v_token.expires_at THEN
+            PERFORM auth._handle_token_reuse(
+                v_token.api_token_hk, v_token.family_hk, v_token.tenant_hk,
+                v_token.token_type, 'pyvault:validate'
+            );
+            refresh_reason := 'REUSE_DETECTED';
+            message := 'Token was rotated and its grace window has ended';
+        ELSE
+            message := 'Token has expired';
+        END IF;
+        RETURN NEXT;
+        RETURN;
+    ELSIF NOT p_required_scope = ANY(v_token.scope) THEN
+        refresh_reason := 'INSUFFICIENT_SCOPE';
+        message := 'Token lacks the required scope';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    is_valid := TRUE;
+    user_hk := v_token.user_hk;
+    tenant_hk := v_token.tenant_hk;
+    scope := v_token.scope;
+    expires_at := v_token.expires_at;
+    IF pg_catalog.now() >= v_token.record_use_after
+       AND NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        PERFORM auth._record_token_use(
+            v_token.token_hash, v_token.api_token_hk, v_token.tenant_hk,
+            v_token.token_type, v_token.predecessor_hk
+        );
+    END IF;
+
+    IF v_token.successor_secret IS NOT NULL THEN
+        -- Rotated already and still in grace: hand out the same successor again.
+        new_token := pg_catalog.convert_from(
+            extensions.decrypt(v_token.successor_secret, auth._successor_key(p_token), 'aes'), 'UTF8'
+        );
+        SELECT b.expires_at INTO expires_at
+        FROM auth.api_token_bridge AS b
+        WHERE b.api_token_hk = v_token.successor_hk;
+        was_refreshed := TRUE;
+        refresh_reason := 'ALREADY_REFRESHED';
+        message := 'Token valid; it was refreshed already, use the new token';
+    ELSIF pg_catalog.now() < v_token.refresh_after THEN
+        refresh_reason := 'NO_REFRESH_NEEDED';
+        message := 'Token is valid';
+    ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
+        message := 'Token valid; refresh is due but this transaction is read-only';
+    ELSE
+        -- Documented boundary: a refresh that fails for any reason must not turn a valid
+        -- token into a failed request. The error is recorded as a FAILED refresh event.
+        BEGIN
+            v_refresh := auth._refresh_token(p_token, NULL, FALSE, 'ON_DEMAND');
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+            PERFORM auth._log_refresh_event(
+                v_token, 'ON_DEMAND', 'FAILED', 'REFRESH_FAILED',
+                p_detail => pg_catalog.jsonb_build_object('sqlstate', v_state, 'error', v_error)
+            );
+            v_refresh := NULL;
+        END;
+        IF v_refresh.o_success THEN
+            new_token := v_refresh.o_new_token;
+            expires_at := v_refresh.o_expires_at;
+            was_refreshed := TRUE;
+            refresh_reason := v_refresh.o_refresh_reason;
+            message := 'Token valid and refreshed: ' || v_refresh.o_message;
+        ELSE
+            refresh_reason := 'REFRESH_FAILED';
+            message := 'Token valid but refresh failed: '
+                || coalesce(v_refresh.o_message, v_error, 'unknown error');
+        END IF;
+    END IF;
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION auth.validate_and_refresh_api_token(text, text) IS
+'Validate a token and refresh it when it is within its refresh threshold (or predicted '
+'idle). new_token is set when the client must switch to a new secret; refresh_reason is '
+'one of the documented codes. Never raises on bad input.';
+REVOKE ALL ON FUNCTION auth.validate_and_refresh_api_token(text, text) FROM public;
+GRANT EXECUTE ON FUNCTION auth.validate_and_refresh_api_token(text, text)
+TO pyvault_api, pyvault_admin;

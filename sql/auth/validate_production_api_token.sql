@@ -1,0 +1,76 @@
+-- Validate a token for a scope, without refreshing it.
+-- Hot path: a length-and-prefix check, one probe of the bridge, and no write unless
+-- the usage debounce window has passed.
+CREATE OR REPLACE FUNCTION auth.validate_production_api_token(
+    p_token text,
+    p_required_scope text DEFAULT 'api:read'
+) RETURNS TABLE (
+    is_valid boolean,
+    user_hk bytea,
+    tenant_hk bytea,
+    scope text[],
+    expires_at timestamptz,
+    message text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_token auth.api_token_bridge;
+BEGIN
+    is_valid := FALSE;
+    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
+       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+        message := 'Token format is invalid';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF p_required_scope IS NULL THEN
+        message := 'Required scope is missing';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT b.* INTO v_token
+    FROM auth.api_token_bridge AS b
+    WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
+    IF NOT FOUND THEN
+        message := 'Token not found';
+    ELSIF v_token.is_revoked THEN
+        message := 'Token has been revoked';
+    ELSIF pg_catalog.now() >= v_token.valid_until THEN
+        IF v_token.successor_hk IS NOT NULL AND v_token.valid_until < v_token.expires_at THEN
+            PERFORM auth._handle_token_reuse(
+                v_token.api_token_hk, v_token.family_hk, v_token.tenant_hk,
+                v_token.token_type, 'pyvault:validate'
+            );
+            message := 'Token was rotated and its grace window has ended';
+        ELSE
+            message := 'Token has expired';
+        END IF;
+    ELSIF NOT p_required_scope = ANY(v_token.scope) THEN
+        message := 'Token lacks the required scope';
+    ELSE
+        is_valid := TRUE;
+        user_hk := v_token.user_hk;
+        tenant_hk := v_token.tenant_hk;
+        scope := v_token.scope;
+        expires_at := v_token.expires_at;
+        message := 'Token is valid';
+        IF pg_catalog.now() >= v_token.record_use_after
+           AND NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
+            PERFORM auth._record_token_use(
+                v_token.token_hash, v_token.api_token_hk, v_token.tenant_hk,
+                v_token.token_type, v_token.predecessor_hk
+            );
+        END IF;
+    END IF;
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION auth.validate_production_api_token(text, text) IS
+'Validate a token for a scope. Returns is_valid and, when valid, the user, tenant, scope '
+'and expiry; message says why a token is refused. Never raises on bad input.';
+REVOKE ALL ON FUNCTION auth.validate_production_api_token(text, text) FROM public;
+GRANT EXECUTE ON FUNCTION auth.validate_production_api_token(text, text)
+TO pyvault_api, pyvault_admin;

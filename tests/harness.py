@@ -1,0 +1,75 @@
+"""The throwaway cluster shared by a test run: started on first use, stopped at the end.
+
+One cluster per run; a template database is migrated once (plus pgTAP and the
+``tests`` helper schema), and every test module or pgTAP file gets its own database
+made with ``CREATE DATABASE ... TEMPLATE``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pyvault_tokens.embedded import start_cluster
+from pyvault_tokens.migrate import migrate
+
+TESTS_DIR = Path(__file__).parent
+TEMPLATE = "pyvault_template"
+CRON_DATABASE = "postgres"
+_CLUSTER = pytest.StashKey["Cluster"]()
+_counter = itertools.count(1)
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.pg = start_cluster(cron_database=CRON_DATABASE)
+        self._prepare_template()
+
+    @property
+    def port(self) -> int:
+        return self.pg.settings["port"]
+
+    def url(self, database: str = "postgres") -> str:
+        return self.pg.url(database=database)
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{suffix}')
+        return self.url(name)
+
+    def fresh_database(self, hint: str) -> str:
+        """A new migrated database, named after the test that uses it."""
+        name = re.sub(r"[^a-z0-9_]", "_", hint.lower())[:40] + f"_{next(_counter)}"
+        return self.create_database(name, template=TEMPLATE)
+
+    def _prepare_template(self) -> None:
+        url = self.create_database(TEMPLATE)
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+            for helper in sorted((TESTS_DIR / "helpers").glob("*.sql")):
+                conn.execute(helper.read_text(encoding="utf-8"))
+
+    def stop(self) -> None:
+        self.pg.stop()
+
+
+def get_cluster(config: pytest.Config) -> Cluster:
+    if _CLUSTER not in config.stash:
+        config.stash[_CLUSTER] = Cluster()
+    return config.stash[_CLUSTER]
+
+
+def stop_cluster(config: pytest.Config) -> None:
+    cluster = config.stash.get(_CLUSTER, None)
+    if cluster is not None:
+        cluster.stop()
