@@ -93,14 +93,24 @@ BEGIN
         RETURN;
     END IF;
 
-    v_new_expires_at := least(v_now + v_policy.time_to_live,
-                              v_token.family_started_at + v_policy.max_lifetime);
-    IF v_new_expires_at <= v_token.expires_at THEN
+    IF v_token.family_started_at + v_policy.max_lifetime <= v_token.expires_at THEN
         o_refresh_reason := 'MAX_LIFETIME_REACHED';
         o_expires_at := v_token.expires_at;
         o_message := 'The token family has reached its maximum lifetime of '
             || v_policy.max_lifetime::text;
         PERFORM auth._log_refresh_event(v_token, p_trigger, 'REJECTED', o_refresh_reason);
+        RETURN;
+    END IF;
+    -- Never shorten a token's life; never pass the family's maximum lifetime.
+    v_new_expires_at := greatest(
+        least(v_now + v_policy.time_to_live, v_token.family_started_at + v_policy.max_lifetime),
+        v_token.expires_at
+    );
+    IF v_policy.strategy = 'EXTEND' AND v_new_expires_at = v_token.expires_at THEN
+        o_refresh_reason := 'NO_REFRESH_NEEDED';
+        o_expires_at := v_token.expires_at;
+        o_message := 'Extending would not move the expiry beyond ' || v_token.expires_at::text;
+        PERFORM auth._log_refresh_event(v_token, p_trigger, 'NOT_NEEDED', o_refresh_reason);
         RETURN;
     END IF;
 

@@ -95,8 +95,13 @@ BEGIN
         refresh_reason := 'ALREADY_REFRESHED';
         message := 'Token valid; it was refreshed already, use the new token';
     ELSIF pg_catalog.now() < v_token.refresh_after THEN
-        refresh_reason := 'NO_REFRESH_NEEDED';
-        message := 'Token is valid';
+        IF v_token.refresh_after = 'infinity' THEN
+            refresh_reason := 'MAX_LIFETIME_REACHED';
+            message := 'Token is valid; it cannot be refreshed past its family''s maximum lifetime';
+        ELSE
+            refresh_reason := 'NO_REFRESH_NEEDED';
+            message := 'Token is valid';
+        END IF;
     ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
         refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
         message := 'Token valid; refresh is due but this transaction is read-only';

@@ -1,0 +1,221 @@
+-- Diagnose the whole refresh system for one token, step by step. Non-destructive by
+-- default: the refresh step runs in a subtransaction that is rolled back. With p_apply
+-- it really refreshes (the holder then receives the successor as ALREADY_REFRESHED).
+-- Output never holds a whole token or token hash: a short prefix at most.
+CREATE OR REPLACE FUNCTION auth.test_token_refresh_system(
+    p_token text,
+    p_apply boolean DEFAULT FALSE
+) RETURNS TABLE (step text, result text, details jsonb)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prefix text := pg_catalog.left(coalesce(p_token, ''), 13) || '…';
+    v_hash bytea;
+    v_token auth.api_token_bridge;
+    v_sat auth.api_token_s;
+    v_status record;
+    v_policy auth.token_refresh_policy;
+    v_refresh record;
+    v_family jsonb;
+    v_job jsonb;
+    v_bad jsonb;
+    v_format_ok boolean;
+BEGIN
+    -- 1. Format
+    v_format_ok := p_token IS NOT NULL AND p_token ~ '^ovt_prod_[0-9a-f]{64}$';
+    step := 'FORMAT';
+    result := CASE WHEN v_format_ok THEN 'OK' ELSE 'FAIL: not ovt_prod_ followed by 64 lower-case hex' END;
+    details := pg_catalog.jsonb_build_object(
+        'token_prefix', v_prefix,
+        'length', pg_catalog.length(p_token),
+        'prefix_ok', coalesce(pg_catalog.left(p_token, 9) = 'ovt_prod_', FALSE),
+        'lowercase_hex_ok', coalesce(pg_catalog.substr(p_token, 10) ~ '^[0-9a-f]{64}$', FALSE)
+    );
+    RETURN NEXT;
+    IF NOT v_format_ok THEN
+        RETURN;
+    END IF;
+
+    -- 2. Lookup: the bridge row and the vault's current satellite row agree.
+    v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
+    SELECT b.* INTO v_token FROM auth.api_token_bridge AS b WHERE b.token_hash = v_hash;
+    SELECT s.* INTO v_sat FROM auth.api_token_s AS s
+    WHERE s.token_hash = v_hash AND s.load_end_date IS NULL;
+    step := 'LOOKUP';
+    IF v_token.token_hash IS NULL THEN
+        result := 'FAIL: no token with this hash';
+        details := pg_catalog.jsonb_build_object('token_prefix', v_prefix);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    result := CASE
+        WHEN v_sat.api_token_hk IS NULL THEN 'FAIL: bridge row without a current satellite row'
+        WHEN v_sat.expires_at <> v_token.expires_at OR v_sat.is_revoked <> v_token.is_revoked
+            THEN 'FAIL: bridge and satellite disagree'
+        ELSE 'OK'
+    END;
+    details := pg_catalog.jsonb_build_object(
+        'token_id', (SELECT h.api_token_bk FROM auth.api_token_h AS h
+                     WHERE h.api_token_hk = v_token.api_token_hk),
+        'token_type', v_token.token_type,
+        'issued_at', v_token.issued_at,
+        'satellite_expires_at', v_sat.expires_at,
+        'bridge_expires_at', v_token.expires_at
+    );
+    RETURN NEXT;
+
+    -- 3. Validation and 4. refresh status, both read-only.
+    SELECT s.* INTO v_status FROM auth.get_token_refresh_status(p_token) AS s;
+    step := 'VALIDATION';
+    result := CASE WHEN v_status.is_valid THEN 'OK' ELSE 'FAIL: ' || v_status.message END;
+    details := pg_catalog.jsonb_build_object(
+        'is_valid', v_status.is_valid, 'message', v_status.message,
+        'scope', v_token.scope, 'is_revoked', v_token.is_revoked,
+        'valid_until', v_token.valid_until
+    );
+    RETURN NEXT;
+
+    step := 'REFRESH_STATUS';
+    result := CASE
+        WHEN NOT v_status.is_valid THEN 'FAIL: token is not valid'
+        WHEN v_status.refresh_reason = 'MAX_LIFETIME_REACHED'
+            THEN 'WARN: family reached its maximum lifetime; no refresh possible'
+        WHEN v_status.refresh_recommended THEN 'OK: refresh recommended (' || v_status.refresh_reason || ')'
+        ELSE 'OK'
+    END;
+    details := pg_catalog.jsonb_build_object(
+        'expires_at', v_status.expires_at,
+        'time_until_expiry', v_status.time_until_expiry::text,
+        'refresh_recommended', v_status.refresh_recommended,
+        'refresh_reason', v_status.refresh_reason,
+        'recommendation_reason', v_status.recommendation_reason,
+        'refresh_after', v_status.refresh_after,
+        'last_used_at', v_status.last_used_at
+    );
+    RETURN NEXT;
+
+    -- 5. Policy
+    SELECT p.* INTO STRICT v_policy FROM auth.token_refresh_policy AS p
+    WHERE p.token_type = v_token.token_type;
+    step := 'POLICY';
+    result := 'OK';
+    details := pg_catalog.to_jsonb(v_policy);
+    RETURN NEXT;
+
+    -- 6. Lineage
+    SELECT pg_catalog.jsonb_build_object(
+        'generation', v_token.generation,
+        'family_size', pg_catalog.count(*),
+        'family_live', pg_catalog.count(*) FILTER (
+            WHERE NOT f.is_revoked AND f.valid_until > pg_catalog.now()),
+        'family_started_at', v_token.family_started_at,
+        'family_max_expiry', v_token.family_started_at + v_policy.max_lifetime,
+        'has_predecessor', v_token.predecessor_hk IS NOT NULL,
+        'has_successor', v_token.successor_hk IS NOT NULL,
+        'successor_kept', v_token.successor_secret IS NOT NULL
+    ) INTO v_family
+    FROM auth.api_token_bridge AS f
+    WHERE f.family_hk = v_token.family_hk;
+    step := 'LINEAGE';
+    result := CASE
+        WHEN v_token.successor_hk IS NOT NULL AND NOT EXISTS (
+            SELECT FROM auth.token_rotation_l AS l
+            WHERE l.predecessor_hk = v_token.api_token_hk AND l.successor_hk = v_token.successor_hk
+        ) THEN 'FAIL: successor without a lineage link'
+        ELSE 'OK'
+    END;
+    details := v_family;
+    RETURN NEXT;
+
+    -- 7. Refresh: a forced refresh, rolled back unless p_apply.
+    step := CASE WHEN p_apply THEN 'REFRESH_APPLIED' ELSE 'REFRESH_DRY_RUN' END;
+    IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        result := 'WARN: read-only transaction; refresh not attempted';
+        details := '{}';
+    ELSE
+        BEGIN
+            v_refresh := auth._refresh_token(p_token, NULL, TRUE, 'DIAGNOSTIC');
+            IF NOT coalesce(p_apply, FALSE) THEN
+                RAISE EXCEPTION USING ERRCODE = 'PVDRY', MESSAGE = 'dry run: roll back';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'PVDRY' THEN
+            NULL;  -- the refresh ran and was rolled back; v_refresh keeps its answer
+        END;
+        result := CASE WHEN v_refresh.o_success THEN 'OK' ELSE 'FAIL: ' || v_refresh.o_message END;
+        details := pg_catalog.jsonb_build_object(
+            'would_succeed', v_refresh.o_success,
+            'applied', coalesce(p_apply, FALSE),
+            'refresh_reason', v_refresh.o_refresh_reason,
+            'new_expires_at', v_refresh.o_expires_at,
+            'new_token_prefix', CASE WHEN v_refresh.o_new_token IS NOT NULL
+                THEN pg_catalog.left(v_refresh.o_new_token, 13) || '…' END,
+            'strategy', v_policy.strategy,
+            'message', v_refresh.o_message
+        );
+    END IF;
+    RETURN NEXT;
+
+    -- 8. Schedule: is the batch job scheduled with pg_cron, and how did it last run?
+    step := 'SCHEDULE';
+    IF pg_catalog.to_regclass('cron.job') IS NULL THEN
+        result := 'WARN: pg_cron is not installed in this database; idle tokens rely on the refresher';
+        details := '{}';
+    ELSE
+        EXECUTE $q$
+            SELECT pg_catalog.jsonb_build_object(
+                'jobs', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'jobid', j.jobid, 'jobname', j.jobname, 'schedule', j.schedule,
+                    'active', j.active,
+                    'last_status', r.status, 'last_start', r.start_time)), '[]'))
+            FROM cron.job AS j
+            LEFT JOIN LATERAL (
+                SELECT d.status, d.start_time FROM cron.job_run_details AS d
+                WHERE d.jobid = j.jobid ORDER BY d.start_time DESC LIMIT 1
+            ) AS r ON TRUE
+            WHERE j.command ILIKE '%refresh_expiring_tokens_batch%'
+        $q$ INTO v_job;
+        result := CASE
+            WHEN pg_catalog.jsonb_array_length(v_job -> 'jobs') = 0
+                THEN 'WARN: no pg_cron job runs auth.refresh_expiring_tokens_batch'
+            WHEN v_job @? '$.jobs[*] ? (@.last_status == "failed")'
+                THEN 'WARN: the last run of a batch job failed'
+            ELSE 'OK'
+        END;
+        details := v_job;
+    END IF;
+    RETURN NEXT;
+
+    -- 9. Security sanity: pinned search_path, no PUBLIC execute, no table for the API role.
+    SELECT pg_catalog.jsonb_build_object(
+        'unpinned_security_definer', coalesce(pg_catalog.jsonb_agg(p.oid::regprocedure::text)
+            FILTER (WHERE p.prosecdef AND NOT coalesce(p.proconfig, '{}')
+                    @> '{"search_path=pg_catalog, pg_temp"}'), '[]'),
+        'public_executable', coalesce(pg_catalog.jsonb_agg(p.oid::regprocedure::text)
+            FILTER (WHERE pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')), '[]'),
+        'api_readable_tables', (
+            SELECT coalesce(pg_catalog.jsonb_agg(c.relname), '[]')
+            FROM pg_catalog.pg_class AS c
+            WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
+              AND pg_catalog.has_table_privilege('pyvault_api', c.oid, 'SELECT'))
+    ) INTO v_bad
+    FROM pg_catalog.pg_proc AS p
+    WHERE p.pronamespace = 'auth'::regnamespace;
+    step := 'SECURITY';
+    result := CASE
+        WHEN v_bad -> 'unpinned_security_definer' <> '[]'
+          OR v_bad -> 'public_executable' <> '[]'
+          OR v_bad -> 'api_readable_tables' <> '[]' THEN 'FAIL: see details'
+        ELSE 'OK'
+    END;
+    details := v_bad;
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION auth.test_token_refresh_system(text, boolean) IS
+'Diagnose the refresh system for one token: format, lookup, validation, refresh status, '
+'policy, lineage, a forced refresh (rolled back unless p_apply), pg_cron schedule and '
+'security. Each step reports OK, WARN: or FAIL: with details; never a whole token.';
+REVOKE ALL ON FUNCTION auth.test_token_refresh_system(text, boolean) FROM public;
+GRANT EXECUTE ON FUNCTION auth.test_token_refresh_system(text, boolean) TO pyvault_admin;
