@@ -1,6 +1,7 @@
-DROP TABLE auth.token_refresh_outbox;
-DROP TABLE auth.security_event;
-DROP TABLE auth.token_refresh_event;
-DROP TABLE auth.api_token_usage;
-DROP TABLE auth.api_token_bridge;
-DROP TABLE auth.token_refresh_policy;
+-- CASCADE: functions in sql/ that use these row types go too; migrate re-applies them.
+DROP TABLE auth.token_refresh_outbox CASCADE;
+DROP TABLE auth.security_event CASCADE;
+DROP TABLE auth.token_refresh_event CASCADE;
+DROP TABLE auth.api_token_usage CASCADE;
+DROP TABLE auth.api_token_bridge CASCADE;
+DROP TABLE auth.token_refresh_policy CASCADE;

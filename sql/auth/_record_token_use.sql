@@ -1,6 +1,6 @@
 -- Record a use of a valid token, at most once per usage_debounce: the bridge row's
--- record_use_after decides, and the conditional UPDATE lets exactly one of several
--- concurrent callers write. The first use of a successor starts its predecessor's grace.
+-- record_use_after decides, and SKIP LOCKED lets exactly one of several concurrent
+-- callers write while none waits. The first use of a successor starts its predecessor's grace.
 CREATE OR REPLACE FUNCTION auth._record_token_use(
     p_token_hash bytea,
     p_api_token_hk bytea,
@@ -18,12 +18,17 @@ BEGIN
     FROM auth.token_refresh_policy AS p
     WHERE p.token_type = p_token_type;
 
+    -- Usage is best effort: never wait for a row that a refresh or another caller holds.
+    PERFORM
+    FROM auth.api_token_bridge AS b
+    WHERE b.token_hash = p_token_hash AND b.record_use_after <= v_now
+    FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN FALSE;  -- recorded already in this window, or busy: a later use records it
+    END IF;
     UPDATE auth.api_token_bridge AS b
     SET last_used_at = v_now, record_use_after = v_now + v_policy.usage_debounce
-    WHERE b.token_hash = p_token_hash AND b.record_use_after <= v_now;
-    IF NOT FOUND THEN
-        RETURN FALSE;  -- another caller recorded this use window already
-    END IF;
+    WHERE b.token_hash = p_token_hash;
 
     INSERT INTO auth.api_token_usage AS u (
         api_token_hk, tenant_hk, first_used_at, last_used_at

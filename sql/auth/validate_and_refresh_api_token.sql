@@ -24,6 +24,7 @@ DECLARE
     v_refresh record;
     v_state text;
     v_error text;
+    v_refreshed boolean := FALSE;
 BEGIN
     is_valid := FALSE;
     was_refreshed := FALSE;
@@ -110,15 +111,16 @@ BEGIN
         -- token into a failed request. The error is recorded as a FAILED refresh event.
         BEGIN
             v_refresh := auth._refresh_token(p_token, NULL, FALSE, 'ON_DEMAND');
+            v_refreshed := v_refresh.o_success;
+            v_error := v_refresh.o_message;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
             PERFORM auth._log_refresh_event(
                 v_token, 'ON_DEMAND', 'FAILED', 'REFRESH_FAILED',
                 p_detail => pg_catalog.jsonb_build_object('sqlstate', v_state, 'error', v_error)
             );
-            v_refresh := NULL;
         END;
-        IF v_refresh.o_success THEN
+        IF v_refreshed THEN
             new_token := v_refresh.o_new_token;
             expires_at := v_refresh.o_expires_at;
             was_refreshed := TRUE;
@@ -126,8 +128,7 @@ BEGIN
             message := 'Token valid and refreshed: ' || v_refresh.o_message;
         ELSE
             refresh_reason := 'REFRESH_FAILED';
-            message := 'Token valid but refresh failed: '
-                || coalesce(v_refresh.o_message, v_error, 'unknown error');
+            message := 'Token valid but refresh failed: ' || coalesce(v_error, 'unknown error');
         END IF;
     END IF;
     RETURN NEXT;
