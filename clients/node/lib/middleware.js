@@ -1,0 +1,273 @@
+'use strict';
+
+// Express (connect-style) middleware that validates `Authorization: Bearer <token>` with
+// auth.validate_and_refresh_api_token and hands a refreshed token back in X-New-Token.
+// Written against plain node:http request/response objects, so it needs no express.
+
+const { isWellFormedToken, tokenPrefix, redact } = require('./format');
+
+const VALIDATE_SQL = 'SELECT * FROM auth.validate_and_refresh_api_token($1::text, $2::text)';
+
+// RFC 6750 scope-token characters: printable ASCII except space, `"` and `\`.
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
+
+const BODY_INVALID_TOKEN = '{"error":"invalid_token"}';
+const BODY_INSUFFICIENT_SCOPE = '{"error":"insufficient_scope"}';
+const BODY_UNAVAILABLE = '{"error":"temporarily_unavailable"}';
+const BODY_UNAUTHORIZED = '{"error":"unauthorized"}';
+const RETRY_AFTER_SECONDS = '5';
+
+// Marks a request this middleware (one createTokenMiddleware call) already validated,
+// so a later requireScope() on the same request decides without another query.
+const VALIDATED = Symbol('pyvault-tokens.validated');
+
+function checkScope(scope, what) {
+  if (typeof scope !== 'string' || !SCOPE_TOKEN.test(scope)) {
+    throw new TypeError(`${what} must be a non-empty scope name such as 'api:read'`);
+  }
+}
+
+function checkQueryable(pool, what) {
+  if (!pool || typeof pool.query !== 'function') {
+    throw new TypeError(`${what} must have a query() method, such as a pg.Pool`);
+  }
+}
+
+function makeLog(logger) {
+  return function log(level, message, fields) {
+    if (!logger) return;
+    const fn = typeof logger[level] === 'function' ? logger[level] : logger.log;
+    if (typeof fn !== 'function') return;
+    try {
+      fn.call(logger, `pyvault-tokens: ${message}`, fields);
+    } catch {
+      // A failing logger must not fail the request.
+    }
+  };
+}
+
+// The token of `Authorization: Bearer <token>`; undefined when there is no header or it
+// names another scheme; '' when the Bearer scheme has no token.
+function bearerToken(header) {
+  if (typeof header !== 'string') return undefined;
+  const space = header.indexOf(' ');
+  const scheme = space < 0 ? header : header.slice(0, space);
+  if (scheme.toLowerCase() !== 'bearer') return undefined;
+  return space < 0 ? '' : header.slice(space + 1).trim();
+}
+
+function send(res, status, body, headers) {
+  if (res.headersSent) return;
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.setHeader('Cache-Control', 'no-store');
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  res.end(body);
+}
+
+function toIsoString(value) {
+  const date = value instanceof Date ? value : new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toISOString();
+}
+
+function toHex(value) {
+  if (value == null) return null;
+  if (Buffer.isBuffer(value)) return value.toString('hex');
+  // A custom bytea parser may hand back '\x...' text.
+  return String(value).replace(/^\\x/, '');
+}
+
+// Keep `Cache-Control: no-store` on a response that carries X-New-Token, even when a
+// later handler sets its own Cache-Control: re-applied just before the headers go out.
+function enforceNoStore(res) {
+  res.setHeader('Cache-Control', 'no-store');
+  const writeHead = res.writeHead;
+  res.writeHead = function writeHeadNoStore(statusCode, ...rest) {
+    if (this.getHeader('X-New-Token') !== undefined) {
+      this.setHeader('Cache-Control', 'no-store');
+      const last = rest.length ? rest[rest.length - 1] : undefined;
+      if (Array.isArray(last)) {
+        const copy = last.slice();
+        for (let i = 0; i + 1 < copy.length; i += 2) {
+          if (String(copy[i]).toLowerCase() === 'cache-control') copy[i + 1] = 'no-store';
+        }
+        rest[rest.length - 1] = copy;
+      } else if (last && typeof last === 'object') {
+        const copy = { ...last };
+        for (const key of Object.keys(copy)) {
+          if (key.toLowerCase() === 'cache-control') copy[key] = 'no-store';
+        }
+        rest[rest.length - 1] = copy;
+      }
+    }
+    return writeHead.call(this, statusCode, ...rest);
+  };
+}
+
+async function queryOne(pool, token, scope) {
+  const result = await pool.query(VALIDATE_SQL, [token, scope]);
+  const row = result && Array.isArray(result.rows) ? result.rows[0] : undefined;
+  if (!row) throw new Error('auth.validate_and_refresh_api_token returned no row');
+  return row;
+}
+
+function createTokenMiddleware(options = {}) {
+  const {
+    pool,
+    replicaPool = null,
+    requiredScope = 'api:read',
+    explainErrors = false,
+    confirmInvalidOnPrimary = true,
+    logger = console,
+  } = options;
+  checkQueryable(pool, 'createTokenMiddleware: options.pool');
+  if (replicaPool != null) checkQueryable(replicaPool, 'createTokenMiddleware: options.replicaPool');
+  checkScope(requiredScope, 'createTokenMiddleware: options.requiredScope');
+  const log = makeLog(logger);
+  const ctx = { pool, replicaPool, explainErrors: Boolean(explainErrors), confirmInvalidOnPrimary, log };
+
+  const middleware = handlerFor(ctx, requiredScope);
+  middleware.requireScope = function requireScope(scope) {
+    checkScope(scope, 'requireScope(scope)');
+    return handlerFor(ctx, scope);
+  };
+  return middleware;
+}
+
+function handlerFor(ctx, scope) {
+  return function pyvaultTokens(req, res, next) {
+    authenticate(ctx, scope, req, res).then(
+      (passed) => {
+        if (passed) next();
+      },
+      (err) => next(err),
+    );
+  };
+}
+
+// The answer of the replica when there is one, else of the primary. The primary is asked
+// (in the same request) when the replica defers a refresh, when the replica fails, and,
+// unless configured off, to confirm a refusal: a token rotated a moment ago may not have
+// reached the replica yet, and the revocation that follows reuse can only happen there.
+async function validate(ctx, token, scope) {
+  if (!ctx.replicaPool) return queryOne(ctx.pool, token, scope);
+  let row;
+  try {
+    row = await queryOne(ctx.replicaPool, token, scope);
+  } catch (err) {
+    ctx.log('warn', 'replica unavailable, validating on the primary', {
+      code: err && err.code,
+      error: redact(err && err.message),
+    });
+    return queryOne(ctx.pool, token, scope);
+  }
+  if (row.refresh_reason === 'REFRESH_DEFERRED_READ_ONLY') {
+    return queryOne(ctx.pool, token, scope);
+  }
+  if (!row.is_valid && row.refresh_reason !== 'INSUFFICIENT_SCOPE' && ctx.confirmInvalidOnPrimary) {
+    return queryOne(ctx.pool, token, scope);
+  }
+  return row;
+}
+
+function rejectInvalid(ctx, res, reason, message) {
+  const body = ctx.explainErrors
+    ? JSON.stringify({ error: 'invalid_token', reason, message })
+    : BODY_INVALID_TOKEN;
+  send(res, 401, body, { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+}
+
+function rejectScope(ctx, res, scope, reason, message) {
+  const body = ctx.explainErrors
+    ? JSON.stringify({ error: 'insufficient_scope', reason, message })
+    : BODY_INSUFFICIENT_SCOPE;
+  send(res, 403, body, {
+    'WWW-Authenticate': `Bearer error="insufficient_scope", scope="${scope}"`,
+  });
+}
+
+async function authenticate(ctx, scope, req, res) {
+  const token = bearerToken(req.headers && req.headers.authorization);
+  if (token === undefined) {
+    // RFC 6750 3.1: a request without credentials gets a challenge without an error code.
+    send(res, 401, BODY_UNAUTHORIZED, { 'WWW-Authenticate': 'Bearer' });
+    return false;
+  }
+  if (!isWellFormedToken(token)) {
+    // Nothing of a malformed token is logged: it may be short enough to be all prefix.
+    ctx.log('warn', 'token rejected', { reason: 'MALFORMED', length: token.length });
+    rejectInvalid(ctx, res, 'TOKEN_INVALID', 'Token format is invalid');
+    return false;
+  }
+  const prefix = tokenPrefix(token);
+
+  const earlier = req[VALIDATED];
+  if (earlier && earlier.ctx === ctx && earlier.token === token && req.pyvault) {
+    if (req.pyvault.scope.includes(scope)) return true;
+    ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
+    rejectScope(ctx, res, scope, 'INSUFFICIENT_SCOPE', 'Token lacks the required scope');
+    return false;
+  }
+
+  let row;
+  try {
+    row = await validate(ctx, token, scope);
+  } catch (err) {
+    ctx.log('error', 'token validation unavailable', {
+      token: prefix,
+      code: err && err.code,
+      error: redact(err && err.message),
+    });
+    send(res, 503, BODY_UNAVAILABLE, { 'Retry-After': RETRY_AFTER_SECONDS });
+    return false;
+  }
+
+  const reason = row.refresh_reason;
+  if (!row.is_valid) {
+    if (reason === 'INSUFFICIENT_SCOPE') {
+      ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
+      rejectScope(ctx, res, scope, reason, row.message);
+    } else {
+      ctx.log('warn', 'token rejected', { token: prefix, reason, message: redact(row.message) });
+      rejectInvalid(ctx, res, reason || 'TOKEN_INVALID', row.message);
+    }
+    return false;
+  }
+
+  const expiresAt = row.expires_at instanceof Date ? row.expires_at : new Date(row.expires_at);
+  req.pyvault = {
+    userHk: toHex(row.user_hk),
+    tenantHk: toHex(row.tenant_hk),
+    scope: Array.isArray(row.scope) ? row.scope : [],
+    expiresAt,
+    wasRefreshed: Boolean(row.was_refreshed),
+    refreshReason: reason,
+  };
+  req[VALIDATED] = { ctx, token };
+
+  if (row.was_refreshed || row.new_token != null) {
+    res.setHeader('X-Token-Expires', toIsoString(row.expires_at));
+    res.setHeader('X-Refresh-Reason', String(reason));
+    if (row.new_token != null) {
+      res.setHeader('X-New-Token', row.new_token);
+      enforceNoStore(res);
+    }
+    ctx.log('info', 'token refreshed', {
+      token: prefix,
+      reason,
+      newToken: row.new_token != null,
+      expiresAt: toIsoString(row.expires_at),
+    });
+  } else if (reason === 'REFRESH_FAILED') {
+    ctx.log('warn', 'token refresh failed, the token stays valid', {
+      token: prefix,
+      message: redact(row.message),
+    });
+  } else if (reason === 'REFRESH_DEFERRED_READ_ONLY') {
+    ctx.log('info', 'token refresh deferred: the database is read-only', { token: prefix });
+  }
+  return true;
+}
+
+module.exports = { createTokenMiddleware, VALIDATE_SQL };
