@@ -13,7 +13,8 @@ from pyvault_tokens import api
 from pyvault_tokens.display import token_prefix, ttl_to_interval
 from pyvault_tokens.migrate import migrate as run_migrate
 
-out = Console()
+# Piped output gets a fixed width instead of rich's 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 database_option = click.option(
@@ -123,6 +124,81 @@ def revoke(database, token, reason) -> None:
         revoked = api.revoke(conn, _read_token(token), reason)
     out.print("revoked" if revoked else "not revoked (unknown, malformed or already revoked)")
     sys.exit(0 if revoked else 1)
+
+
+@main.command()
+@database_option
+@click.argument("token")
+def status(database, token) -> None:
+    """Show whether a token is valid and whether a refresh is recommended."""
+    with _connect(database) as conn:
+        row = api.status(conn, _read_token(token))
+    _print_row(row, "refresh status")
+    sys.exit(0 if row["is_valid"] else 1)
+
+
+@main.command()
+@database_option
+@click.argument("token")
+@click.option("--force", is_flag=True, help="Refresh even outside the threshold.")
+@click.option("--threshold-days", type=int, default=None,
+              help="Override the policy's refresh threshold.")
+def refresh(database, token, force, threshold_days) -> None:
+    """Refresh a token. A new token (ROTATE policy) is printed once, on stdout."""
+    with _connect(database) as conn:
+        row = api.refresh(conn, _read_token(token), threshold_days=threshold_days, force=force)
+    if row["new_token"]:
+        click.echo(row["new_token"])
+    err.print(f"{row['refresh_reason']}: {row['message']} (expires {row['expires_at']})")
+    sys.exit(0 if row["success"] or row["refresh_reason"] == "NO_REFRESH_NEEDED" else 1)
+
+
+@main.command()
+@database_option
+@click.argument("token")
+@click.option("--apply", is_flag=True,
+              help="Really refresh (default: a dry run that is rolled back).")
+def diagnose(database, token, apply) -> None:
+    """Diagnose the refresh system for one token. Exits 1 when any step fails."""
+    with _connect(database) as conn:
+        rows = api.diagnose(conn, _read_token(token), apply=apply)
+    print_diagnosis(rows)
+    sys.exit(1 if any(r["result"].startswith("FAIL") for r in rows) else 0)
+
+
+_NOISE = {"updated_at", "token_type", "issued_at", "recommendation_reason", "message"}
+
+
+def _brief(value) -> str:
+    text = str(value)
+    # ISO timestamps: to the second is enough for a person.
+    if len(text) >= 19 and text[4] == "-" and text[10] == "T":
+        return text[:19].replace("T", " ")
+    return text
+
+
+def print_diagnosis(rows: list[dict]) -> None:
+    table = Table(title="token refresh diagnostics")
+    table.add_column("step", no_wrap=True)
+    table.add_column("result")
+    table.add_column("details", overflow="fold")
+    for r in rows:
+        style = "red" if r["result"].startswith("FAIL") else (
+            "yellow" if r["result"].startswith("WARN") else "green")
+        details = ", ".join(f"{k}={_brief(v)}" for k, v in (r["details"] or {}).items()
+                            if v not in (None, [], {}) and k not in _NOISE)
+        table.add_row(r["step"], f"[{style}]{r['result']}[/{style}]", details)
+    out.print(table)
+
+
+@main.command()
+@click.option("--database", "database", default=None, metavar="URL",
+              help="Run against this database instead of an embedded throwaway cluster.")
+def demo(database) -> None:
+    """Tell the refresh story: issue, refresh on use, grace, cut-off, diagnostics."""
+    from pyvault_tokens.demo import run_demo
+
+    run_demo(database, out)
 
 
 if __name__ == "__main__":

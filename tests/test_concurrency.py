@@ -42,7 +42,7 @@ def test_32_callers_on_one_near_expiry_token_get_one_successor(conn, pool_conns)
         results = _validate_all_at_once(pool_conns, token)
         assert all(r["is_valid"] for r in results), f"round {round_no}: a call was refused"
         new_tokens = {r["new_token"] for r in results}
-        assert len(new_tokens) == 1 and None not in new_tokens, f"round {round_no}: {len(new_tokens)}"
+        assert len(new_tokens) == 1 and None not in new_tokens, f"round {round_no}: {new_tokens}"
         assert all(r["was_refreshed"] for r in results)
         reasons = sorted(r["refresh_reason"] for r in results)
         assert reasons.count("EXPIRING_SOON") == 1, reasons
@@ -103,13 +103,13 @@ def test_refresh_and_revoke_race_ends_revoked_with_no_live_successor(conn, db_ur
         token = make_token(conn, "3 days", user=f"race{i}")
         barrier = threading.Barrier(2)
 
-        def refresh():
+        def refresh(token=token, barrier=barrier):
             with psycopg.connect(db_url, autocommit=True) as c:
                 barrier.wait()
                 return c.execute("SELECT * FROM auth.refresh_production_token_enhanced(%s)",
                                  (token,)).fetchone()
 
-        def revoke():
+        def revoke(token=token, barrier=barrier):
             with psycopg.connect(db_url, autocommit=True) as c:
                 barrier.wait()
                 return c.execute("SELECT auth.revoke_api_token(%s)", (token,)).fetchone()

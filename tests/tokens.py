@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg
 
 
-def make_token(conn: psycopg.Connection, expires_in: str = "30 days", token_type: str = "PRODUCTION",
-               scope: str = "{api:read}", tenant: str = "acme", user: str = "alice") -> str:
+def make_token(conn: psycopg.Connection, expires_in: str = "30 days",
+               token_type: str = "PRODUCTION", scope: str = "{api:read}",
+               tenant: str = "acme", user: str = "alice") -> str:
     row = conn.execute(
         "SELECT tests.make_token(%s::interval, %s, %s::text[], %s, %s)",
         (expires_in, token_type, scope, tenant, user),

@@ -31,12 +31,11 @@ ORDER BY 1, c.lineno
 def main() -> int:
     pg = start_cluster()
     try:
+        # The cron database, so that pg_cron's tables exist for the functions that use them.
         url = pg.url(database="postgres")
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE lint")
-        url = pg.url(database="lint")
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
             conn.execute("CREATE EXTENSION plpgsql_check")
             findings = conn.execute(CHECK).fetchall()
             checked = conn.execute(

@@ -163,19 +163,20 @@ BEGIN
         result := 'WARN: pg_cron is not installed in this database; idle tokens rely on the refresher';
         details := '{}';
     ELSE
-        EXECUTE $q$
+        -- Dynamic SQL: cron's tables exist only where pg_cron is installed.
+        EXECUTE pg_catalog.format($q$
             SELECT pg_catalog.jsonb_build_object(
                 'jobs', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                     'jobid', j.jobid, 'jobname', j.jobname, 'schedule', j.schedule,
                     'active', j.active,
                     'last_status', r.status, 'last_start', r.start_time)), '[]'))
-            FROM cron.job AS j
+            FROM %1$I.job AS j
             LEFT JOIN LATERAL (
-                SELECT d.status, d.start_time FROM cron.job_run_details AS d
+                SELECT d.status, d.start_time FROM %1$I.job_run_details AS d
                 WHERE d.jobid = j.jobid ORDER BY d.start_time DESC LIMIT 1
             ) AS r ON TRUE
-            WHERE j.command ILIKE '%refresh_expiring_tokens_batch%'
-        $q$ INTO v_job;
+            WHERE j.command ILIKE '%%refresh_expiring_tokens_batch%%'
+        $q$, 'cron') INTO v_job;
         result := CASE
             WHEN pg_catalog.jsonb_array_length(v_job -> 'jobs') = 0
                 THEN 'WARN: no pg_cron job runs auth.refresh_expiring_tokens_batch'

@@ -22,7 +22,7 @@ SELECT ok(
     'expires_at is 30 days from issue'
 );
 SELECT is(
-    (SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), true,
+    (SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), TRUE,
     'the default required scope is api:read'
 );
 
@@ -59,7 +59,7 @@ SELECT results_eq(
     $$ VALUES (false, 'Token has been revoked'::text) $$,
     'a revoked token is refused'
 );
-SELECT is((SELECT auth.revoke_api_token(t.token) FROM t), false, 'revoking twice returns false');
+SELECT is((SELECT auth.revoke_api_token(t.token) FROM t), FALSE, 'revoking twice returns false');
 SELECT is(
     (SELECT count(*)::int FROM auth.api_token_s AS s, t
      WHERE s.token_hash = sha256(convert_to(t.token, 'UTF8'))),
@@ -68,7 +68,7 @@ SELECT is(
 SELECT is(
     (SELECT s.is_revoked FROM auth.api_token_s AS s, t
      WHERE s.token_hash = sha256(convert_to(t.token, 'UTF8')) AND s.load_end_date IS NULL),
-    true, 'the current satellite row is revoked'
+    TRUE, 'the current satellite row is revoked'
 );
 SELECT is(
     (SELECT count(*)::int FROM auth.security_event WHERE event_type = 'TOKEN_REVOKED'), 1,

@@ -27,28 +27,28 @@ CREATE TEMP TABLE before AS SELECT tests.snapshot() AS s;
 
 SELECT is(
     (SELECT count(*)::int FROM bad AS b, auth.validate_production_api_token(b.token) AS v
-     WHERE v.is_valid IS DISTINCT FROM false OR v.message IS NULL),
+     WHERE v.is_valid IS DISTINCT FROM FALSE OR v.message IS NULL),
     0, 'validate_production_api_token: every bad input is invalid with a message'
 );
 SELECT is(
     (SELECT count(*)::int FROM bad AS b, auth.validate_and_refresh_api_token(b.token) AS v
-     WHERE v.is_valid IS DISTINCT FROM false OR v.was_refreshed OR v.new_token IS NOT NULL
+     WHERE v.is_valid IS DISTINCT FROM FALSE OR v.was_refreshed OR v.new_token IS NOT NULL
         OR v.refresh_reason <> 'TOKEN_INVALID' OR v.message IS NULL),
     0, 'validate_and_refresh_api_token: every bad input is TOKEN_INVALID with a message'
 );
 SELECT is(
-    (SELECT count(*)::int FROM bad AS b, auth.refresh_production_token_enhanced(b.token, 7, true) AS r
-     WHERE r.success IS DISTINCT FROM false OR r.new_token IS NOT NULL
+    (SELECT count(*)::int FROM bad AS b, auth.refresh_production_token_enhanced(b.token, 7, TRUE) AS r
+     WHERE r.success IS DISTINCT FROM FALSE OR r.new_token IS NOT NULL
         OR r.refresh_reason <> 'TOKEN_INVALID' OR r.message IS NULL),
     0, 'refresh_production_token_enhanced: every bad input fails with TOKEN_INVALID'
 );
 SELECT is(
     (SELECT count(*)::int FROM bad AS b, auth.get_token_refresh_status(b.token) AS s
-     WHERE s.is_valid IS DISTINCT FROM false OR s.refresh_recommended OR s.message IS NULL),
+     WHERE s.is_valid IS DISTINCT FROM FALSE OR s.refresh_recommended OR s.message IS NULL),
     0, 'get_token_refresh_status: every bad input is invalid, nothing recommended'
 );
 SELECT is(
-    (SELECT count(*)::int FROM bad AS b WHERE auth.revoke_api_token(b.token) IS DISTINCT FROM false),
+    (SELECT count(*)::int FROM bad AS b WHERE auth.revoke_api_token(b.token) IS DISTINCT FROM FALSE),
     0, 'revoke_api_token: every bad input returns false'
 );
 SELECT is(
@@ -58,7 +58,7 @@ SELECT is(
 );
 SELECT is(
     (SELECT count(*)::int FROM bad AS b, auth.test_token_refresh_system(b.token) AS d
-     WHERE d.details::text LIKE '%' || substr((SELECT token FROM good), 10, 20) || '%'),
+     WHERE d.details::text LIKE '%' || substr((SELECT g.token FROM good AS g), 10, 20) || '%'),
     0, 'diagnostics of bad input never echo the token body'
 );
 

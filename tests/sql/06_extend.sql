@@ -17,7 +17,7 @@ SELECT is(
     'the extension is capped at the family maximum lifetime (40 days from issue)'
 );
 SELECT is(
-    (SELECT v.is_valid FROM k, auth.validate_production_api_token(k.token) AS v), true,
+    (SELECT v.is_valid FROM k, auth.validate_production_api_token(k.token) AS v), TRUE,
     'the same secret keeps working'
 );
 SELECT results_eq(

@@ -17,14 +17,14 @@ SELECT results_eq(
     $$ VALUES (true, 'NO_REFRESH_NEEDED') $$,
     'a token far from expiry validates as usual'
 );
-SELECT is((SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), true,
+SELECT is((SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), TRUE,
           'validate_production_api_token works read-only');
 SELECT results_eq(
     $$ SELECT r.success, r.refresh_reason::text FROM t, auth.refresh_production_token_enhanced(t.token) AS r $$,
     $$ VALUES (false, 'REFRESH_DEFERRED_READ_ONLY') $$,
     'an explicit refresh is deferred, not an error'
 );
-SELECT is((SELECT s.refresh_recommended FROM t, auth.get_token_refresh_status(t.token) AS s), true,
+SELECT is((SELECT s.refresh_recommended FROM t, auth.get_token_refresh_status(t.token) AS s), TRUE,
           'status works read-only');
 SELECT is(tests.snapshot(), (SELECT s FROM before), 'nothing was written');
 

@@ -35,7 +35,7 @@ SELECT is(
 );
 
 CREATE TEMP TABLE applied AS
-SELECT r.* FROM t, auth.test_token_refresh_system(t.token, p_apply => true) AS r;
+SELECT r.* FROM t, auth.test_token_refresh_system(t.token, p_apply => TRUE) AS r;
 SELECT ok((SELECT (tests.bridge(t.token)).successor_hk IS NOT NULL FROM t), 'p_apply really refreshes');
 SELECT results_eq(
     $$ SELECT refresh_trigger, outcome FROM auth.token_refresh_event $$,

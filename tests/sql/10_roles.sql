@@ -6,11 +6,11 @@ CREATE TEMP TABLE t AS SELECT tests.make_token('30 days') AS token;
 GRANT SELECT ON t TO pyvault_api, pyvault_monitor, pyvault_admin;
 
 SET LOCAL ROLE pyvault_api;
-SELECT is((SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), true,
+SELECT is((SELECT v.is_valid FROM t, auth.validate_production_api_token(t.token) AS v), TRUE,
           'pyvault_api can validate');
-SELECT is((SELECT v.is_valid FROM t, auth.validate_and_refresh_api_token(t.token) AS v), true,
+SELECT is((SELECT v.is_valid FROM t, auth.validate_and_refresh_api_token(t.token) AS v), TRUE,
           'pyvault_api can validate and refresh');
-SELECT is((SELECT s.is_valid FROM t, auth.get_token_refresh_status(t.token) AS s), true,
+SELECT is((SELECT s.is_valid FROM t, auth.get_token_refresh_status(t.token) AS s), TRUE,
           'pyvault_api can read refresh status');
 SELECT throws_ok($$ SELECT * FROM auth.api_token_bridge $$, '42501', NULL,
                  'pyvault_api cannot read the bridge');
