@@ -115,17 +115,9 @@ BEGIN
     END IF;
 
     IF v_policy.strategy = 'EXTEND' THEN
-        UPDATE auth.api_token_bridge AS b
-        SET expires_at = v_new_expires_at,
-            valid_until = v_new_expires_at,
-            refresh_after = auth._refresh_after(b.token_type, v_new_expires_at, b.family_started_at)
-        WHERE b.token_hash = v_hash;
-        PERFORM auth._write_token_satellite(v_token.api_token_hk, v_source,
-                                            p_expires_at => v_new_expires_at);
+        PERFORM auth._extend_tokens(ARRAY[v_hash], p_trigger, v_source);
         o_message := 'Token expiry extended (' || o_refresh_reason || ')';
         o_refresh_reason := 'EXPIRY_EXTENDED';
-        PERFORM auth._log_refresh_event(v_token, p_trigger, 'EXTENDED', o_refresh_reason,
-                                        NULL, v_new_expires_at);
     ELSE
         v_successor := auth._issue_token(
             v_token.user_hk, v_token.tenant_hk, v_token.scope, v_token.token_type,

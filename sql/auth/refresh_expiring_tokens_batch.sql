@@ -1,0 +1,210 @@
+-- Refresh the tokens nobody is using while they approach expiry: extend EXTEND-policy
+-- tokens from their hash alone, and enqueue ROTATE-policy tokens in the outbox (with a
+-- NOTIFY on channel pyvault_token_refresh) for the holder of the secret to rotate.
+-- Works in batches taken FOR UPDATE SKIP LOCKED; a try-lock makes a concurrent run
+-- return at once, marked skipped. details is bounded: counts plus the first 20 items.
+CREATE OR REPLACE FUNCTION auth.refresh_expiring_tokens_batch(
+    p_threshold_days integer DEFAULT NULL,
+    p_batch_size integer DEFAULT 1000,
+    p_max_tokens integer DEFAULT NULL,
+    p_dry_run boolean DEFAULT FALSE
+) RETURNS TABLE (
+    tokens_found integer,
+    tokens_refreshed integer,
+    tokens_failed integer,
+    details jsonb
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_lock_key constant bigint := 7023365637463154001;  -- shared with the job procedure
+    c_items constant integer := 20;
+    v_started timestamptz := pg_catalog.clock_timestamp();
+    v_now timestamptz := pg_catalog.now();
+    v_threshold interval := pg_catalog.make_interval(days => p_threshold_days);
+    v_take integer;
+    v_hashes bytea[];
+    v_extend bytea[];
+    v_rotate bytea[];
+    v_extended integer := 0;
+    v_enqueued integer := 0;
+    v_failed integer := 0;
+    v_batches integer := 0;
+    v_erased integer := 0;
+    v_items jsonb := '[]'::jsonb;
+    v_n integer;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size NOT BETWEEN 1 AND 100000
+       OR p_max_tokens < 0 OR p_threshold_days NOT BETWEEN 0 AND 3650 THEN
+        RAISE EXCEPTION 'invalid batch arguments'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'p_batch_size 1..100000, p_max_tokens >= 0, p_threshold_days 0..3650.';
+    END IF;
+    IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        RAISE EXCEPTION 'the batch refresh needs a read-write transaction on the primary'
+            USING ERRCODE = 'read_only_sql_transaction';
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(c_lock_key) THEN
+        INSERT INTO auth.token_refresh_batch_run (started_at, skipped, dry_run)
+        VALUES (v_started, TRUE, coalesce(p_dry_run, FALSE));
+        tokens_found := 0;
+        tokens_refreshed := 0;
+        tokens_failed := 0;
+        details := pg_catalog.jsonb_build_object(
+            'skipped', TRUE, 'reason', 'another batch run is in progress');
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    IF coalesce(p_dry_run, FALSE) THEN
+        SELECT (pg_catalog.count(*) FILTER (WHERE p.strategy = 'EXTEND'))::integer,
+               (pg_catalog.count(*) FILTER (WHERE p.strategy = 'ROTATE'))::integer,
+               coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                   'token_id', h.api_token_bk, 'token_type', b.token_type,
+                   'action', CASE WHEN p.strategy = 'EXTEND' THEN 'EXTEND' ELSE 'ENQUEUE' END,
+                   'expires_at', b.expires_at)) FILTER (WHERE d.n <= c_items), '[]')
+        INTO v_extended, v_enqueued, v_items
+        FROM (
+            SELECT b0.token_hash, pg_catalog.row_number() OVER (ORDER BY b0.refresh_after) AS n
+            FROM auth.api_token_bridge AS b0
+            WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
+              AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
+                   OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
+              AND NOT EXISTS (
+                  SELECT FROM auth.token_refresh_outbox AS o
+                  WHERE o.api_token_hk = b0.api_token_hk AND o.processed_at IS NULL)
+            LIMIT p_max_tokens
+        ) AS d
+        INNER JOIN auth.api_token_bridge AS b ON d.token_hash = b.token_hash
+        INNER JOIN auth.api_token_h AS h ON b.api_token_hk = h.api_token_hk
+        INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type;
+        v_batches := 0;
+    ELSE
+        LOOP
+            v_take := least(p_batch_size, coalesce(p_max_tokens - v_extended - v_enqueued - v_failed,
+                                                   p_batch_size));
+            EXIT WHEN v_take <= 0;
+            SELECT pg_catalog.array_agg(b.token_hash) INTO v_hashes
+            FROM (
+                SELECT b0.token_hash
+                FROM auth.api_token_bridge AS b0
+                WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
+                  AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
+                       OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
+                  AND NOT EXISTS (
+                      SELECT FROM auth.token_refresh_outbox AS o
+                      WHERE o.api_token_hk = b0.api_token_hk AND o.processed_at IS NULL)
+                ORDER BY b0.refresh_after
+                LIMIT v_take
+                FOR UPDATE OF b0 SKIP LOCKED
+            ) AS b;
+            EXIT WHEN v_hashes IS NULL;
+            v_batches := v_batches + 1;
+
+            SELECT pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'EXTEND'),
+                   pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'ROTATE')
+            INTO v_extend, v_rotate
+            FROM auth.api_token_bridge AS b
+            INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type
+            WHERE b.token_hash = ANY(v_hashes);
+
+            IF v_extend IS NOT NULL THEN
+                SELECT v_extended + (pg_catalog.count(*) FILTER (WHERE e.o_extended))::integer,
+                       v_failed + (pg_catalog.count(*) FILTER (WHERE NOT e.o_extended))::integer
+                INTO v_extended, v_failed
+                FROM auth._extend_tokens(v_extend, 'BATCH', 'pyvault:batch') AS e;
+            END IF;
+
+            IF v_rotate IS NOT NULL THEN
+                WITH queued AS (
+                    INSERT INTO auth.token_refresh_outbox (api_token_hk, tenant_hk, reason, expires_at)
+                    SELECT b.api_token_hk, b.tenant_hk,
+                           CASE WHEN b.expires_at - p.refresh_threshold <= v_now
+                               THEN 'EXPIRING_SOON' ELSE 'PREDICTED_IDLE' END,
+                           b.expires_at
+                    FROM auth.api_token_bridge AS b
+                    INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type
+                    WHERE b.token_hash = ANY(v_rotate)
+                    ON CONFLICT (api_token_hk) WHERE processed_at IS NULL DO NOTHING
+                    RETURNING outbox_id, api_token_hk, tenant_hk, reason, expires_at
+                ),
+                logged AS (
+                    INSERT INTO auth.token_refresh_event (
+                        api_token_hk, tenant_hk, refresh_trigger, outcome, reason, old_expires_at
+                    )
+                    SELECT q.api_token_hk, q.tenant_hk, 'BATCH', 'ENQUEUED', q.reason, q.expires_at
+                    FROM queued AS q
+                )
+                SELECT pg_catalog.count(pg_catalog.pg_notify('pyvault_token_refresh',
+                           pg_catalog.json_build_object(
+                               'outbox_id', q.outbox_id, 'token_id', h.api_token_bk,
+                               'reason', q.reason, 'expires_at', q.expires_at)::text))::integer
+                INTO v_n
+                FROM queued AS q
+                INNER JOIN auth.api_token_h AS h ON q.api_token_hk = h.api_token_hk;
+                v_enqueued := v_enqueued + v_n;
+            END IF;
+
+            IF pg_catalog.jsonb_array_length(v_items) < c_items THEN
+                v_items := v_items || (
+                    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'token_id', h.api_token_bk, 'token_type', b.token_type,
+                        'action', CASE
+                            WHEN b.token_hash = ANY(v_rotate) THEN 'ENQUEUED'
+                            WHEN b.refresh_after = 'infinity' THEN 'MAX_LIFETIME_REACHED'
+                            ELSE 'EXTENDED' END,
+                        'expires_at', b.expires_at)), '[]')
+                    FROM (
+                        SELECT x.token_hash FROM pg_catalog.unnest(v_hashes) AS x (token_hash)
+                        LIMIT c_items - pg_catalog.jsonb_array_length(v_items)
+                    ) AS u
+                    INNER JOIN auth.api_token_bridge AS b ON u.token_hash = b.token_hash
+                    INNER JOIN auth.api_token_h AS h ON b.api_token_hk = h.api_token_hk
+                );
+            END IF;
+        END LOOP;
+
+        -- Housekeeping: a kept successor dies with its predecessor.
+        UPDATE auth.api_token_bridge AS b
+        SET successor_secret = NULL
+        WHERE b.successor_secret IS NOT NULL AND b.valid_until <= v_now;
+        GET DIAGNOSTICS v_erased = ROW_COUNT;
+    END IF;
+
+    INSERT INTO auth.token_refresh_batch_run (
+        started_at, dry_run, tokens_found, tokens_extended, tokens_enqueued, tokens_failed
+    ) VALUES (
+        v_started, coalesce(p_dry_run, FALSE), v_extended + v_enqueued + v_failed,
+        v_extended, v_enqueued, v_failed
+    );
+
+    tokens_found := v_extended + v_enqueued + v_failed;
+    tokens_refreshed := CASE WHEN p_dry_run THEN 0 ELSE v_extended END;
+    tokens_failed := v_failed;
+    details := pg_catalog.jsonb_build_object(
+        'skipped', FALSE,
+        'dry_run', coalesce(p_dry_run, FALSE),
+        'counts', pg_catalog.jsonb_build_object(
+            'extended', v_extended, 'enqueued', v_enqueued, 'failed', v_failed),
+        'batches', v_batches,
+        'successors_erased', v_erased,
+        'notify_channel', 'pyvault_token_refresh',
+        'items', v_items,
+        'items_truncated', v_extended + v_enqueued + v_failed > pg_catalog.jsonb_array_length(v_items),
+        'duration_ms', pg_catalog.round(extract(EPOCH FROM pg_catalog.clock_timestamp() - v_started) * 1000)
+    );
+    RETURN NEXT;
+END;
+$$;
+COMMENT ON FUNCTION auth.refresh_expiring_tokens_batch(integer, integer, integer, boolean) IS
+'Batch refresh of tokens within their refresh threshold (or predicted idle): extends '
+'EXTEND tokens, enqueues ROTATE tokens in auth.token_refresh_outbox with NOTIFY '
+'pyvault_token_refresh. One transaction; CALL auth.refresh_expiring_tokens_job() to '
+'commit batch by batch. details: skipped, dry_run, counts {extended, enqueued, failed}, '
+'batches, items (first 20, token ids only).';
+REVOKE ALL ON FUNCTION auth.refresh_expiring_tokens_batch(integer, integer, integer, boolean)
+FROM public;
+GRANT EXECUTE ON FUNCTION auth.refresh_expiring_tokens_batch(integer, integer, integer, boolean)
+TO pyvault_admin;
