@@ -1,6 +1,8 @@
 -- depends: 0003.refresh-tables
--- A record of every batch refresh run (for the "batch job has not run" alert), and the
--- index that finds due tokens when a caller overrides the threshold.
+-- Batch refresh support: a record of every batch run (for the "batch job has not run"
+-- alert); refresh_enqueued_at on the bridge, so a ROTATE token handed to the outbox
+-- leaves the due index and later batches never scan it again; and the index that finds
+-- due tokens when a caller overrides the threshold.
 
 CREATE TABLE auth.token_refresh_batch_run (
     run_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -17,5 +19,13 @@ CREATE INDEX token_refresh_batch_run_started_idx ON auth.token_refresh_batch_run
 COMMENT ON TABLE auth.token_refresh_batch_run IS
 'One row per call of auth.refresh_expiring_tokens_batch, skipped runs included.';
 
+ALTER TABLE auth.api_token_bridge ADD COLUMN refresh_enqueued_at timestamptz;
+COMMENT ON COLUMN auth.api_token_bridge.refresh_enqueued_at IS
+'When the batch job put this ROTATE token in the outbox for its holder.';
+
+DROP INDEX auth.api_token_bridge_refresh_due_idx;
+CREATE INDEX api_token_bridge_refresh_due_idx ON auth.api_token_bridge (refresh_after)
+WHERE NOT is_revoked AND successor_hk IS NULL AND refresh_enqueued_at IS NULL;
+
 CREATE INDEX api_token_bridge_live_expiry_idx ON auth.api_token_bridge (expires_at)
-WHERE NOT is_revoked AND successor_hk IS NULL;
+WHERE NOT is_revoked AND successor_hk IS NULL AND refresh_enqueued_at IS NULL;

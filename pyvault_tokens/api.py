@@ -71,22 +71,42 @@ def validate_and_refresh(conn: psycopg.Connection, token: str, scope: str = "api
     )
 
 
+REFRESH_SQL = (
+    "SELECT * FROM auth.refresh_production_token_enhanced("
+    "p_token => %(token)s::text, p_threshold_days => %(days)s::integer,"
+    " p_force => %(force)s::boolean, p_trigger => %(trigger)s::text)"
+)
+STATUS_SQL = "SELECT * FROM auth.get_token_refresh_status(p_token => %(token)s::text)"
+
+
 def refresh(conn: psycopg.Connection, token: str, *, threshold_days: int | None = None,
-            force: bool = False) -> Row:
-    return _one(
-        conn,
-        "SELECT * FROM auth.refresh_production_token_enhanced("
-        "p_token => %(token)s::text, p_threshold_days => %(days)s::integer,"
-        " p_force => %(force)s::boolean)",
-        {"token": token, "days": threshold_days, "force": force},
-    )
+            force: bool = False, trigger: str | None = None) -> Row:
+    return _one(conn, REFRESH_SQL,
+                {"token": token, "days": threshold_days, "force": force, "trigger": trigger})
 
 
 def status(conn: psycopg.Connection, token: str) -> Row:
+    return _one(conn, STATUS_SQL, {"token": token})
+
+
+def refresh_batch(conn: psycopg.Connection, *, batch_size: int = 1000,
+                  max_tokens: int | None = None, threshold_days: int | None = None,
+                  dry_run: bool = False) -> Row:
     return _one(
         conn,
-        "SELECT * FROM auth.get_token_refresh_status(p_token => %(token)s::text)",
-        {"token": token},
+        "SELECT * FROM auth.refresh_expiring_tokens_batch("
+        "p_threshold_days => %(days)s::integer, p_batch_size => %(size)s::integer,"
+        " p_max_tokens => %(max)s::integer, p_dry_run => %(dry)s::boolean)",
+        {"days": threshold_days, "size": batch_size, "max": max_tokens, "dry": dry_run},
+    )
+
+
+def cron_jobs(conn: psycopg.Connection, schedule: str, job_name: str) -> list[Row]:
+    return _all(
+        conn,
+        "SELECT * FROM auth.token_refresh_cron_jobs("
+        "p_schedule => %(schedule)s::text, p_job_name => %(name)s::text)",
+        {"schedule": schedule, "name": job_name},
     )
 
 

@@ -191,6 +191,161 @@ def print_diagnosis(rows: list[dict]) -> None:
     out.print(table)
 
 
+@main.command("refresh-batch")
+@database_option
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--threshold-days", type=click.IntRange(0, 3650), default=None,
+              help="Override the policy thresholds.")
+@click.option("--dry-run", is_flag=True, help="Count what would be done; change nothing.")
+def refresh_batch(database, batch_size, threshold_days, dry_run) -> None:
+    """Run the batch refresh now, one committed batch at a time, with progress."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with _connect(database) as conn:
+        plan = api.refresh_batch(conn, threshold_days=threshold_days, dry_run=True)
+        if plan["details"].get("skipped"):
+            out.print("skipped: another batch run is in progress")
+            return
+        total = plan["tokens_found"]
+        counts = {"extended": 0, "enqueued": 0, "failed": 0}
+        if not dry_run and total:
+            with Progress(TextColumn("refreshing"), BarColumn(), MofNCompleteColumn(),
+                          console=err, transient=True) as progress:
+                task = progress.add_task("batch", total=total)
+                while True:
+                    row = api.refresh_batch(conn, batch_size=batch_size, max_tokens=batch_size,
+                                            threshold_days=threshold_days)
+                    if row["details"].get("skipped"):
+                        out.print("stopped: another batch run took over")
+                        break
+                    if row["tokens_found"] == 0:
+                        break
+                    for key in counts:
+                        counts[key] += row["details"]["counts"][key]
+                    progress.advance(task, row["tokens_found"])
+        elif dry_run:
+            counts = {**plan["details"]["counts"]}
+    verb = "would be" if dry_run else "were"
+    out.print(f"{total} tokens due: {counts['extended']} {verb} extended, "
+              f"{counts['enqueued']} {verb} enqueued for their holders, {counts['failed']} failed")
+
+
+def _cron_connection(conn: psycopg.Connection, database: str) -> psycopg.Connection:
+    """A connection to the database where pg_cron lives (same server and user)."""
+    cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
+    if not cron_db:
+        raise click.ClickException(
+            "pg_cron is not installed on this server (no cron.database_name); run "
+            "`pyvault-tokens refresh-batch` from another scheduler, or install pg_cron")
+    params = psycopg.conninfo.conninfo_to_dict(database)
+    params["dbname"] = cron_db
+    return psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=True)
+
+
+@main.command()
+@database_option
+@click.option("--schedule", default="0 */6 * * *", show_default=True, help="A cron schedule.")
+@click.option("--job-name", default="token-refresh-check", show_default=True)
+def schedule(database, schedule, job_name) -> None:
+    """Schedule the batch job with pg_cron (idempotent), wherever pg_cron lives."""
+    with _connect(database) as conn:
+        try:
+            job = conn.execute("SELECT auth.schedule_token_refresh(%s, %s)",
+                               (schedule, job_name)).fetchone()[0]
+        except psycopg.errors.FeatureNotSupported:
+            jobs = api.cron_jobs(conn, schedule, job_name)
+            with _cron_connection(conn, _require(database)) as cron:
+                ids = [cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                                    (j["job_name"], j["schedule"], j["command"],
+                                     j["database_name"])).fetchone()[0] for j in jobs]
+            job = ids[0]
+    out.print(f"scheduled {job_name} ({schedule}) as pg_cron job {job}, "
+              f"with {job_name}-prune pruning its run history")
+
+
+@main.command()
+@database_option
+@click.option("--job-name", default="token-refresh-check", show_default=True)
+def unschedule(database, job_name) -> None:
+    """Remove the batch job (and its pruning job) from pg_cron."""
+    with _connect(database) as conn:
+        try:
+            removed = conn.execute("SELECT auth.unschedule_token_refresh(%s)",
+                                   (job_name,)).fetchone()[0]
+        except psycopg.errors.FeatureNotSupported:
+            with _cron_connection(conn, _require(database)) as cron:
+                removed = False
+                for name in (job_name, f"{job_name}-prune"):
+                    n = cron.execute("SELECT count(cron.unschedule(jobid)) FROM cron.job"
+                                     " WHERE jobname = %s", (name,)).fetchone()[0]
+                    removed = removed or (n > 0 and name == job_name)
+    out.print(f"removed {job_name}" if removed else f"no job named {job_name}")
+    sys.exit(0 if removed else 1)
+
+
+@main.command()
+@database_option
+@click.option("--store", "store_path", required=True, type=click.Path(dir_okay=False),
+              help="The token store file.")
+@click.option("--sweep-interval", type=float, default=3600.0, show_default=True,
+              help="Seconds between sweeps when no notification arrives.")
+@click.option("--once", is_flag=True, help="Sweep once and exit.")
+def refresher(database, store_path, sweep_interval, once) -> None:
+    """Run the refresher service for the tokens in a store (stops on SIGTERM)."""
+    from pyvault_tokens.refresher import run_service
+
+    run_service(_require(database), store_path, sweep_interval=sweep_interval, once=once)
+
+
+@main.group()
+def store() -> None:
+    """Manage the durable token store used by the refresher and the httpx client."""
+
+
+store_option = click.option("--store", "store_path", required=True,
+                            type=click.Path(dir_okay=False), help="The token store file.")
+
+
+@store.command("add")
+@store_option
+@click.argument("name")
+def store_add(store_path, name) -> None:
+    """Add a token under NAME, read from stdin (never from the command line)."""
+    from pyvault_tokens.display import looks_like_token
+    from pyvault_tokens.store import TokenStore
+
+    token = sys.stdin.readline().strip()
+    if not looks_like_token(token):
+        raise click.ClickException("stdin does not hold an ovt_prod_ token")
+    TokenStore(store_path).put(name, token)
+    out.print(f"stored {name}: {token_prefix(token)}")
+
+
+@store.command("list")
+@store_option
+def store_list(store_path) -> None:
+    """List names, token prefixes and expiry; never the secrets."""
+    from pyvault_tokens.store import TokenStore
+
+    table = Table("name", "token", "expires", "updated")
+    for name, entry in TokenStore(store_path).items():
+        table.add_row(name, token_prefix(entry.token), str(entry.expires_at or "-"),
+                      str(entry.updated_at or "-"))
+    out.print(table)
+
+
+@store.command("remove")
+@store_option
+@click.argument("name")
+def store_remove(store_path, name) -> None:
+    """Remove the token stored under NAME."""
+    from pyvault_tokens.store import TokenStore
+
+    removed = TokenStore(store_path).remove(name)
+    out.print(f"removed {name}" if removed else f"no token named {name}")
+    sys.exit(0 if removed else 1)
+
+
 @main.command()
 @click.option("--database", "database", default=None, metavar="URL",
               help="Run against this database instead of an embedded throwaway cluster.")

@@ -52,15 +52,20 @@ class Cluster:
         return self.create_database(name, template=TEMPLATE)
 
     def _prepare_template(self) -> None:
-        url = self.create_database(TEMPLATE)
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
-            for helper in sorted((TESTS_DIR / "helpers").glob("*.sql")):
-                conn.execute(helper.read_text(encoding="utf-8"))
+        prepare_database(self.create_database(TEMPLATE))
 
     def stop(self) -> None:
         self.pg.stop()
+
+
+def prepare_database(url: str) -> str:
+    """Migrate a database and add pgTAP and the tests helper schema."""
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
+        for helper in sorted((TESTS_DIR / "helpers").glob("*.sql")):
+            conn.execute(helper.read_text(encoding="utf-8"))
+    return url
 
 
 def get_cluster(config: pytest.Config) -> Cluster:

@@ -19,33 +19,43 @@ DECLARE
     v_old timestamptz[];
     v_new timestamptz[];
     v_extended boolean[];
+    v_after timestamptz[];
 BEGIN
     SELECT pg_catalog.array_agg(b.token_hash), pg_catalog.array_agg(b.api_token_hk),
            pg_catalog.array_agg(b.tenant_hk), pg_catalog.array_agg(b.expires_at),
-           pg_catalog.array_agg(greatest(
-               least(v_now + p.time_to_live, b.family_started_at + p.max_lifetime), b.expires_at)),
-           pg_catalog.array_agg(b.family_started_at + p.max_lifetime > b.expires_at)
-    INTO v_hash, v_hk, v_tenant, v_old, v_new, v_extended
+           pg_catalog.array_agg(x.new_expires_at),
+           pg_catalog.array_agg(x.new_expires_at > b.expires_at),
+           -- as auth._refresh_after: never again once the new expiry reaches the cap
+           pg_catalog.array_agg(CASE
+               WHEN b.family_started_at + p.max_lifetime <= x.new_expires_at THEN 'infinity'
+               ELSE x.new_expires_at - p.refresh_threshold END)
+    INTO v_hash, v_hk, v_tenant, v_old, v_new, v_extended, v_after
     FROM auth.api_token_bridge AS b
     INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type
+    CROSS JOIN LATERAL (
+        SELECT greatest(least(v_now + p.time_to_live, b.family_started_at + p.max_lifetime),
+                        b.expires_at) AS new_expires_at
+    ) AS x
     WHERE b.token_hash = ANY(p_hashes);
     IF v_hash IS NULL THEN
         RETURN;
     END IF;
 
     UPDATE auth.api_token_bridge AS b
-    SET expires_at = CASE WHEN e.extended THEN e.new_expires_at ELSE b.expires_at END,
+    SET expires_at = e.new_expires_at,
         valid_until = CASE WHEN e.extended THEN e.new_expires_at ELSE b.valid_until END,
-        refresh_after = CASE
-            WHEN e.extended THEN auth._refresh_after(b.token_type, e.new_expires_at, b.family_started_at)
-            ELSE 'infinity'
-        END
-    FROM ROWS FROM (pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)) AS e (token_hash, new_expires_at, extended)
+        refresh_after = CASE WHEN e.extended THEN e.refresh_after ELSE 'infinity' END
+    FROM ROWS FROM (
+        pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new),
+        pg_catalog.unnest(v_extended), pg_catalog.unnest(v_after)
+    ) AS e (token_hash, new_expires_at, extended, refresh_after)
     WHERE b.token_hash = e.token_hash;
 
     WITH e AS (
         SELECT u.api_token_hk, u.new_expires_at
-        FROM ROWS FROM (pg_catalog.unnest(v_hk), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)) AS u (api_token_hk, new_expires_at, extended)
+        FROM ROWS FROM (
+            pg_catalog.unnest(v_hk), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)
+        ) AS u (api_token_hk, new_expires_at, extended)
         WHERE u.extended
     ),
     ended AS (
@@ -73,12 +83,16 @@ BEGIN
            CASE WHEN e.extended THEN 'EXTENDED' ELSE 'REJECTED' END,
            CASE WHEN e.extended THEN 'EXPIRY_EXTENDED' ELSE 'MAX_LIFETIME_REACHED' END,
            e.old_expires_at, CASE WHEN e.extended THEN e.new_expires_at END
-    FROM ROWS FROM (pg_catalog.unnest(v_hk), pg_catalog.unnest(v_tenant), pg_catalog.unnest(v_old), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended))
-        AS e (api_token_hk, tenant_hk, old_expires_at, new_expires_at, extended);
+    FROM ROWS FROM (
+        pg_catalog.unnest(v_hk), pg_catalog.unnest(v_tenant), pg_catalog.unnest(v_old),
+        pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)
+    ) AS e (api_token_hk, tenant_hk, old_expires_at, new_expires_at, extended);
 
     RETURN QUERY
     SELECT e.token_hash, e.new_expires_at, e.extended
-    FROM ROWS FROM (pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)) AS e (token_hash, new_expires_at, extended);
+    FROM ROWS FROM (
+        pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)
+    ) AS e (token_hash, new_expires_at, extended);
 END;
 $$;
 REVOKE ALL ON FUNCTION auth._extend_tokens(bytea[], text, text) FROM public;

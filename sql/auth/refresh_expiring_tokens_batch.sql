@@ -72,9 +72,7 @@ BEGIN
             WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
               AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
                    OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
-              AND NOT EXISTS (
-                  SELECT FROM auth.token_refresh_outbox AS o
-                  WHERE o.api_token_hk = b0.api_token_hk AND o.processed_at IS NULL)
+              AND b0.refresh_enqueued_at IS NULL
             LIMIT p_max_tokens
         ) AS d
         INNER JOIN auth.api_token_bridge AS b ON d.token_hash = b.token_hash
@@ -93,9 +91,7 @@ BEGIN
                 WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
                   AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
                        OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
-                  AND NOT EXISTS (
-                      SELECT FROM auth.token_refresh_outbox AS o
-                      WHERE o.api_token_hk = b0.api_token_hk AND o.processed_at IS NULL)
+                  AND b0.refresh_enqueued_at IS NULL
                 ORDER BY b0.refresh_after
                 LIMIT v_take
                 FOR UPDATE OF b0 SKIP LOCKED
@@ -129,6 +125,11 @@ BEGIN
                     WHERE b.token_hash = ANY(v_rotate)
                     ON CONFLICT (api_token_hk) WHERE processed_at IS NULL DO NOTHING
                     RETURNING outbox_id, api_token_hk, tenant_hk, reason, expires_at
+                ),
+                marked AS (
+                    UPDATE auth.api_token_bridge AS b
+                    SET refresh_enqueued_at = v_now
+                    WHERE b.token_hash = ANY(v_rotate)
                 ),
                 logged AS (
                     INSERT INTO auth.token_refresh_event (

@@ -1,9 +1,12 @@
 -- Refresh a token on its own: rotate or extend it when it is within the threshold
 -- (or always, with p_force). Presenting a rotated token again returns the same successor.
+-- p_trigger lets the refresher service label its calls SERVICE in the event log.
+DROP FUNCTION IF EXISTS auth.refresh_production_token_enhanced(text, integer, boolean);
 CREATE OR REPLACE FUNCTION auth.refresh_production_token_enhanced(
     p_token text,
     p_threshold_days integer DEFAULT NULL,
-    p_force boolean DEFAULT FALSE
+    p_force boolean DEFAULT FALSE,
+    p_trigger text DEFAULT NULL
 ) RETURNS TABLE (
     success boolean,
     new_token text,
@@ -26,6 +29,9 @@ BEGIN
     ELSIF p_threshold_days < 0 OR p_threshold_days > 3650 THEN
         refresh_reason := 'INVALID_ARGUMENT';
         message := 'p_threshold_days must be between 0 and 3650';
+    ELSIF p_trigger IS NOT NULL AND p_trigger <> 'SERVICE' THEN
+        refresh_reason := 'INVALID_ARGUMENT';
+        message := 'p_trigger must be NULL or SERVICE';
     ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
         refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
         message := 'Refresh needs a read-write transaction on the primary';
@@ -34,7 +40,7 @@ BEGIN
             p_token,
             pg_catalog.make_interval(days => p_threshold_days),
             coalesce(p_force, FALSE),
-            CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END
+            coalesce(p_trigger, CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END)
         );
         success := v_refresh.o_success;
         new_token := v_refresh.o_new_token;
@@ -45,10 +51,10 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
-COMMENT ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean) IS
+COMMENT ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean, text) IS
 'Refresh a token when it is within p_threshold_days of expiry (NULL: the policy '
-'threshold) or when p_force. ROTATE policies return a new token; EXTEND policies '
-'return a later expires_at and no new token.';
-REVOKE ALL ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean) FROM public;
-GRANT EXECUTE ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean)
+'threshold) or when p_force. p_trigger SERVICE marks calls of the refresher. ROTATE '
+'policies return a new token; EXTEND policies a later expires_at and no new token.';
+REVOKE ALL ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean, text) FROM public;
+GRANT EXECUTE ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean, text)
 TO pyvault_api, pyvault_admin;

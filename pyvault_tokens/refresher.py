@@ -1,0 +1,185 @@
+"""The refresher service: keeps the tokens of machine clients fresh.
+
+It holds their tokens in a :class:`~pyvault_tokens.store.TokenStore`, listens on the
+``pyvault_token_refresh`` channel (the batch job's outbox NOTIFY) and sweeps its store
+periodically. For each stored token it asks ``auth.get_token_refresh_status``; when a
+refresh is recommended it calls ``auth.refresh_production_token_enhanced`` (trigger
+SERVICE) and writes the result to the store.
+
+Crash safety: a crash between the database commit and the store write loses nothing.
+The store still holds the old token, which stays valid until its successor is first
+used; the next sweep sees ``ALREADY_REFRESHED`` and receives the same successor.
+
+Logs are JSON lines and show a token by its prefix at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pyvault_tokens.api import REFRESH_SQL, STATUS_SQL
+from pyvault_tokens.display import token_prefix
+from pyvault_tokens.store import TokenStore
+
+CHANNEL = "pyvault_token_refresh"
+# Test-only fault injection: "after-commit" kills the process between the database
+# commit of a refresh and the store write, to prove the recovery path.
+FAULT_ENV = "PYVAULT_REFRESHER_FAULT"
+
+log = logging.getLogger("pyvault_tokens.refresher")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event and the record's extra fields."""
+
+    FIELDS = ("name_", "token_prefix", "reason", "outcome", "checked", "refreshed", "failed",
+              "error", "retry_in", "channel")
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                 "level": record.levelname.lower(), "event": record.getMessage()}
+        for key in self.FIELDS:
+            if hasattr(record, key):
+                entry[key.rstrip("_")] = getattr(record, key)
+        return json.dumps(entry, default=str)
+
+
+@dataclass
+class SweepResult:
+    checked: int = 0
+    refreshed: int = 0
+    failed: int = 0
+
+
+class TokenRefreshService:
+    """Refresh every token in ``store`` that the database recommends refreshing."""
+
+    def __init__(self, database_url: str, store: TokenStore, *, sweep_interval: float = 3600.0,
+                 max_backoff: float = 60.0) -> None:
+        self.database_url = database_url
+        self.store = store
+        self.sweep_interval = sweep_interval
+        self.max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    async def refresh_one(self, conn: psycopg.AsyncConnection, name: str, token: str) -> str:
+        """Check one stored token and refresh it when recommended; returns the outcome."""
+        cur = conn.cursor(row_factory=dict_row)
+        status = await (await cur.execute(STATUS_SQL, {"token": token})).fetchone()
+        extra = {"name_": name, "token_prefix": token_prefix(token)}
+        if not status["is_valid"]:
+            log.warning("stored token is not valid", extra={**extra, "reason": status["message"]})
+            return "invalid"
+        if not status["refresh_recommended"]:
+            return "fresh"
+        result = await (await cur.execute(
+            REFRESH_SQL, {"token": token, "days": None, "force": False, "trigger": "SERVICE"}
+        )).fetchone()
+        if not result["success"]:
+            log.error("refresh failed", extra={**extra, "reason": result["refresh_reason"]})
+            return "failed"
+        if os.environ.get(FAULT_ENV) == "after-commit":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if result["new_token"]:
+            stored = self.store.replace(name, token, result["new_token"], result["expires_at"])
+        else:
+            stored = self.store.update_expiry(name, token, result["expires_at"])
+        log.info("token refreshed", extra={
+            **extra, "reason": result["refresh_reason"],
+            "outcome": "stored" if stored else "store changed meanwhile; kept its token"})
+        return "refreshed"
+
+    async def sweep(self) -> SweepResult:
+        result = SweepResult()
+        async with await psycopg.AsyncConnection.connect(self.database_url,
+                                                         autocommit=True) as conn:
+            for name, stored in self.store.items():
+                result.checked += 1
+                outcome = await self.refresh_one(conn, name, stored.token)
+                result.refreshed += outcome == "refreshed"
+                result.failed += outcome in ("failed", "invalid")
+        log.info("sweep done", extra={"checked": result.checked, "refreshed": result.refreshed,
+                                      "failed": result.failed})
+        return result
+
+    async def _listen(self) -> None:
+        """Wake the main loop on every outbox notification; reconnect with backoff."""
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self.database_url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    log.info("listening", extra={"channel": CHANNEL})
+                    backoff = 1.0
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.OperationalError as exc:
+                log.warning("listener lost the database",
+                            extra={"error": type(exc).__name__, "retry_in": backoff})
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def run(self, *, once: bool = False) -> None:
+        """Sweep now, then on every notification and every sweep_interval, until stopped."""
+        listener = None if once else asyncio.create_task(self._listen())
+        backoff = 1.0
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    await self.sweep()
+                    backoff = 1.0
+                except psycopg.OperationalError as exc:
+                    log.warning("database unavailable",
+                                extra={"error": type(exc).__name__, "retry_in": backoff})
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                if once:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_interval)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+            log.info("stopped")
+
+
+def run_service(database_url: str, store_path: str, *, sweep_interval: float,
+                once: bool = False) -> None:
+    """Run the service until SIGTERM or SIGINT, logging JSON lines to stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    service = TokenRefreshService(database_url, TokenStore(store_path),
+                                  sweep_interval=sweep_interval)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run(once=once)
+
+    asyncio.run(main())
