@@ -55,7 +55,7 @@ BEGIN
     token_type := v_token.token_type;
     strategy := v_policy.strategy;
     refresh_threshold := v_policy.refresh_threshold;
-    refresh_after := v_token.refresh_after;
+    refresh_after := nullif(v_token.refresh_after, 'infinity');  -- NULL: no refresh point
     valid_until := v_token.valid_until;
     has_successor := v_token.successor_hk IS NOT NULL;
     generation := v_token.generation;

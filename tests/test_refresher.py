@@ -1,0 +1,159 @@
+"""The refresher service as a real subprocess, and the token store it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyvault_tokens.store import TokenStore
+from tests.tokens import make_token
+
+CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
+SECRET = re.compile(r"[0-9a-f]{64}")
+LOGS: list[str] = []  # every line the refresher printed in this module
+
+
+def _valid(conn, token: str) -> bool:
+    return conn.execute("SELECT is_valid FROM auth.validate_production_api_token(%s)",
+                        (token,)).fetchone()[0]
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _run_once(db_url: str, store: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([*CLI, "refresher", "--store", str(store), "--database", db_url,
+                             "--once"], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=60)
+    LOGS.extend((result.stdout + result.stderr).splitlines())
+    return result
+
+
+def test_store_cli_adds_from_stdin_lists_without_secrets_and_writes_0600(tmp_path, conn):
+    token = make_token(conn, user="store-cli")
+    path = tmp_path / "tokens.json"
+    added = subprocess.run([*CLI, "store", "add", "billing", "--store", str(path)],
+                           input=token + "\n", capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["tokens"]["billing"]["token"] == token
+    listed = subprocess.run([*CLI, "store", "list", "--store", str(path)],
+                            capture_output=True, text=True)
+    assert "billing" in listed.stdout and token[:13] in listed.stdout
+    assert token not in listed.stdout + added.stdout and not SECRET.search(listed.stdout)
+    bad = subprocess.run([*CLI, "store", "add", "x", "--store", str(path)], input="nope\n",
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "does not hold an ovt_prod_ token" in bad.stderr
+
+
+def test_store_compare_and_swap(tmp_path):
+    store = TokenStore(tmp_path / "s.json")
+    old, new, other = ("ovt_prod_" + c * 64 for c in "abc")
+    store.put("svc", old)
+    assert store.replace("svc", old, new) is True
+    assert store.replace("svc", old, other) is False, "a stale writer must not win"
+    assert store.get("svc").token == new
+    assert "bbbbbbbbbbbb" not in repr(store.get("svc"))
+
+
+def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, conn, db_url):
+    rotate = make_token(conn, "3 days", user="svc-rotate")
+    extend = make_token(conn, "3 days", "API_KEY", user="svc-extend")
+    idle = make_token(conn, "10 days", "API", user="svc-idle")
+    path = tmp_path / "tokens.json"
+    store = TokenStore(path)
+    for name, token in (("rotate", rotate), ("extend", extend), ("idle", idle)):
+        store.put(name, token)
+
+    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database", db_url,
+                             "--sweep-interval", "3600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: store.get("rotate").token != rotate, what="the ROTATE token")
+        new = store.get("rotate").token
+        assert _valid(conn, new), "the stored successor works"
+        _wait_for(lambda: store.get("extend").expires_at is not None, what="the EXTEND expiry")
+        assert store.get("extend").token == extend, "EXTEND keeps the secret"
+        assert store.get("idle").token == idle, "a token that is not due is left alone"
+
+        # Make the idle token due, let the batch job enqueue it: the NOTIFY wakes the
+        # service long before its hourly sweep.
+        conn.execute("SELECT auth.set_refresh_policy('API', p_refresh_threshold => '11 days')")
+        batch = conn.execute("SELECT details FROM auth.refresh_expiring_tokens_batch()"
+                             ).fetchone()[0]
+        assert batch["counts"]["enqueued"] >= 1
+        _wait_for(lambda: store.get("idle").token != idle, what="the enqueued token")
+        assert _valid(conn, store.get("idle").token)
+        pending = conn.execute(
+            "SELECT o.processed_at IS NOT NULL, o.outcome FROM auth.token_refresh_outbox AS o"
+            " WHERE o.api_token_hk = (tests.bridge(%s)).api_token_hk", (idle,)).fetchone()
+        assert pending == (True, "PREDICTED_IDLE") or pending[0] is True
+        triggers = conn.execute(
+            "SELECT DISTINCT refresh_trigger FROM auth.token_refresh_event"
+            " WHERE api_token_hk IN ((tests.bridge(%s)).api_token_hk,"
+            " (tests.bridge(%s)).api_token_hk)", (rotate, idle)).fetchall()
+        assert ("SERVICE",) in triggers
+
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            output = proc.communicate()[0]
+    LOGS.extend(output.splitlines())
+    assert proc.returncode == 0, output
+    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+    assert "listening" in events and "token refreshed" in events and events[-1] == "stopped"
+    conn.execute("SELECT auth.set_refresh_policy('API', p_refresh_threshold => '7 days')")
+
+
+def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, db_url):
+    token = make_token(conn, "3 days", user="svc-crash")
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("crashy", token)
+    crashed = _run_once(db_url, path, env={"PYVAULT_REFRESHER_FAULT": "after-commit"})
+    assert crashed.returncode == -signal.SIGKILL
+    assert TokenStore(path).get("crashy").token == token, "the store write never happened"
+    successor = conn.execute("SELECT (tests.bridge(%s)).successor_hk", (token,)).fetchone()[0]
+    assert successor is not None, "the database committed the rotation"
+    assert _valid(conn, token), "the old token still works: its successor was never used"
+
+    recovered = _run_once(db_url, path)
+    assert recovered.returncode == 0, recovered.stderr
+    new = TokenStore(path).get("crashy").token
+    assert new != token and _valid(conn, new)
+    assert conn.execute("SELECT (tests.bridge(%s)).api_token_hk", (new,)).fetchone()[0] == \
+        successor, "the restart received the very successor the crashed run created"
+
+
+def test_database_errors_are_retried_not_fatal(tmp_path):
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("x", "ovt_prod_" + "a" * 64)
+    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
+                             "postgresql://postgres@127.0.0.1:1/none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(3)
+    assert proc.poll() is None, "the service must keep retrying"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=15)
+    LOGS.extend(output.splitlines())
+    assert proc.returncode == 0
+    assert output.count("database unavailable") >= 2, output
+
+
+def test_no_log_line_holds_a_token():
+    assert LOGS, "the tests above captured the service's logs"
+    leaks = [line for line in LOGS if SECRET.search(line)]
+    assert leaks == []
+
