@@ -1,38 +1,48 @@
 -- Record a use of a valid token, at most once per usage_debounce: the bridge row's
 -- record_use_after decides, and SKIP LOCKED lets exactly one of several concurrent
--- callers write while none waits. The first use of a successor starts its predecessor's grace.
+-- callers write while none waits. The first use of a successor starts its predecessor's
+-- grace, and a successor's usage starts from its predecessor's history.
+-- Predictive refresh: with at least predictive_min_gaps gaps between recorded uses, the
+-- next use is expected within mean_gap x predictive_margin of this one; if that is
+-- after expiry, the refresh point moves to now (PREDICTED_IDLE). Returns the token's
+-- refresh point after this use, or NULL when nothing was recorded.
 CREATE OR REPLACE FUNCTION auth._record_token_use(
     p_token_hash bytea,
     p_api_token_hk bytea,
     p_tenant_hk bytea,
     p_token_type text,
     p_predecessor_hk bytea
-) RETURNS boolean
+) RETURNS timestamptz
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_now timestamptz := pg_catalog.now();
     v_policy auth.token_refresh_policy;
+    v_usage auth.api_token_usage;
+    v_token auth.api_token_bridge;
+    v_refresh_after timestamptz;
 BEGIN
     SELECT p.* INTO STRICT v_policy
     FROM auth.token_refresh_policy AS p
     WHERE p.token_type = p_token_type;
 
     -- Usage is best effort: never wait for a row that a refresh or another caller holds.
-    PERFORM
+    SELECT b.* INTO v_token
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = p_token_hash AND b.record_use_after <= v_now
     FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN FALSE;  -- recorded already in this window, or busy: a later use records it
+        RETURN NULL;  -- recorded already in this window, or busy: a later use records it
     END IF;
-    UPDATE auth.api_token_bridge AS b
-    SET last_used_at = v_now, record_use_after = v_now + v_policy.usage_debounce
-    WHERE b.token_hash = p_token_hash;
 
     INSERT INTO auth.api_token_usage AS u (
-        api_token_hk, tenant_hk, first_used_at, last_used_at
-    ) VALUES (p_api_token_hk, p_tenant_hk, v_now, v_now)
+        api_token_hk, tenant_hk, first_used_at, last_used_at, use_count, gap_count,
+        mean_gap_seconds, max_gap_seconds
+    )
+    SELECT p_api_token_hk, p_tenant_hk, v_now, v_now, 1,
+           coalesce(pu.gap_count, 0), pu.mean_gap_seconds, pu.max_gap_seconds
+    FROM (SELECT 1) AS one
+    LEFT JOIN auth.api_token_usage AS pu ON pu.api_token_hk = p_predecessor_hk
     ON CONFLICT ON CONSTRAINT api_token_usage_pkey DO UPDATE
     SET last_used_at = excluded.last_used_at,
         use_count = u.use_count + 1,
@@ -43,7 +53,25 @@ BEGIN
         max_gap_seconds = greatest(
             u.max_gap_seconds,
             extract(EPOCH FROM excluded.last_used_at - u.last_used_at)::double precision
-        );
+        )
+    RETURNING u.* INTO v_usage;
+
+    v_refresh_after := v_token.refresh_after;
+    IF v_policy.predictive_refresh
+       AND v_usage.gap_count >= v_policy.predictive_min_gaps
+       AND v_token.refresh_after <> 'infinity'
+       AND v_token.successor_hk IS NULL
+       AND v_now + pg_catalog.make_interval(
+               secs => v_usage.mean_gap_seconds * v_policy.predictive_margin::double precision)
+           >= v_token.expires_at THEN
+        v_refresh_after := least(v_refresh_after, v_now);
+    END IF;
+
+    UPDATE auth.api_token_bridge AS b
+    SET last_used_at = v_now,
+        record_use_after = v_now + v_policy.usage_debounce,
+        refresh_after = v_refresh_after
+    WHERE b.token_hash = p_token_hash;
 
     IF p_predecessor_hk IS NOT NULL THEN
         -- The successor is in use: its predecessor lives on for the grace window only.
@@ -52,7 +80,7 @@ BEGIN
         WHERE b.api_token_hk = p_predecessor_hk
           AND b.valid_until > v_now + v_policy.grace_period;
     END IF;
-    RETURN TRUE;
+    RETURN v_refresh_after;
 END;
 $$;
 REVOKE ALL ON FUNCTION auth._record_token_use(bytea, bytea, bytea, text, bytea) FROM public;

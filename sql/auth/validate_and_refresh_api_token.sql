@@ -78,10 +78,11 @@ BEGIN
     expires_at := v_token.expires_at;
     IF pg_catalog.now() >= v_token.record_use_after
        AND NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
-        PERFORM auth._record_token_use(
+        -- A recorded use may move the refresh point (predictive refresh).
+        v_token.refresh_after := coalesce(auth._record_token_use(
             v_token.token_hash, v_token.api_token_hk, v_token.tenant_hk,
             v_token.token_type, v_token.predecessor_hk
-        );
+        ), v_token.refresh_after);
     END IF;
 
     IF v_token.successor_secret IS NOT NULL THEN
