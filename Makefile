@@ -26,7 +26,7 @@ test: $(STAMP) ## Run every test (pytest, pgTAP) on a throwaway cluster
 lint: $(STAMP) ## sqlfluff, plpgsql_check over every function, ruff
 	$(BIN)/sqlfluff lint $(SQL_DIRS)
 	$(BIN)/python tools/plpgsql_lint.py
-	$(BIN)/ruff check pyvault_tokens tests tools
+	$(BIN)/ruff check pyvault_tokens tests tools examples
 
 demo: $(STAMP) ## Run the refresh story on an embedded throwaway cluster
 	$(BIN)/pyvault-tokens demo

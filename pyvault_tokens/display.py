@@ -12,9 +12,11 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 
 def token_prefix(token: str | None) -> str:
-    """At most the fixed prefix and 4 hex characters of a token."""
+    """At most the fixed prefix and 4 hex characters of a token; nothing of anything else."""
     if not token:
         return "-"
+    if not token.startswith(TOKEN_PREFIX) or len(token) < TOKEN_LENGTH:
+        return "(not a token)…"
     return token[:_SHOWN] + "…"
 
 

@@ -84,8 +84,10 @@ class TokenStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             tokens = self._load()
+            before = json.dumps(tokens, sort_keys=True)
             yield tokens
-            self._write(tokens)
+            if json.dumps(tokens, sort_keys=True) != before:
+                self._write(tokens)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -10,7 +10,7 @@ SELECT is(
     'validate_and_refresh_api_token returns the nine columns of the seed note'
 );
 SELECT is(
-    pg_get_function_result('auth.refresh_production_token_enhanced(text, integer, boolean)'::regprocedure),
+    pg_get_function_result('auth.refresh_production_token_enhanced(text, integer, boolean, text)'::regprocedure),
     'TABLE(success boolean, new_token text, expires_at timestamp with time zone, '
     || 'refresh_reason character varying, message text)',
     'refresh_production_token_enhanced returns the seed columns'
