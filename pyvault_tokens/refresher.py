@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
@@ -69,6 +71,7 @@ class TokenRefreshService:
         self.store = store
         self.sweep_interval = sweep_interval
         self.max_backoff = max_backoff
+        self.instance = f"{socket.gethostname()}:{Path(store.path).resolve()}"
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -112,6 +115,11 @@ class TokenRefreshService:
                 outcome = await self.refresh_one(conn, name, stored.token)
                 result.refreshed += outcome == "refreshed"
                 result.failed += outcome in ("failed", "invalid")
+            # Tell monitoring this service is alive and which tokens it looks after.
+            await conn.execute(
+                "SELECT auth.record_refresher_heartbeat(p_instance => %(instance)s::text,"
+                " p_tokens => %(tokens)s::text[])",
+                {"instance": self.instance, "tokens": [t.token for _, t in self.store.items()]})
         log.info("sweep done", extra={"checked": result.checked, "refreshed": result.refreshed,
                                       "failed": result.failed})
         return result

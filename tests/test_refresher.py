@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -143,13 +144,18 @@ def test_database_errors_are_retried_not_fatal(tmp_path):
     proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
                              "postgresql://postgres@127.0.0.1:1/none"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(3)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    _wait_for(lambda: sum("database unavailable" in line for line in lines) >= 2,
+              timeout=30, what="two retries")
     assert proc.poll() is None, "the service must keep retrying"
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=15)
-    LOGS.extend(output.splitlines())
-    assert proc.returncode == 0
-    assert output.count("database unavailable") >= 2, output
+    assert proc.wait(timeout=15) == 0
+    reader.join(5)
+    LOGS.extend(lines)
+    retries = [json.loads(line)["retry_in"] for line in lines if "database unavailable" in line]
+    assert retries[:2] == [1.0, 2.0], "backoff doubles"
 
 
 def test_no_log_line_holds_a_token():
