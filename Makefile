@@ -34,5 +34,12 @@ demo: $(STAMP) ## Run the refresh story on an embedded throwaway cluster
 migrate: $(STAMP) ## Migrate the database named by DATABASE_URL
 	$(BIN)/pyvault-tokens migrate
 
+bench: $(STAMP) ## Benchmark the hot path with pgbench (1M tokens, embedded cluster; several minutes)
+	$(BIN)/python bench/run.py
+
+.PHONY: bench-quick
+bench-quick: $(STAMP) ## Short benchmark (~20k tokens, one short run per row, under a minute)
+	$(BIN)/python bench/run.py --quick
+
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist

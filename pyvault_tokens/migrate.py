@@ -8,6 +8,8 @@ advisory lock serializes concurrent callers on one database.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +51,17 @@ class MigrateResult:
     sql_files: list[str] = field(default_factory=list)
 
 
-def _locked(database_url: str):
-    conn = psycopg.connect(database_url, autocommit=True)
-    conn.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
-    return conn
+@contextmanager
+def _yoyo(database_url: str) -> Iterator[tuple[psycopg.Connection, object, object]]:
+    """Our advisory lock, then yoyo's backend (under its own lock) and our migrations."""
+    with psycopg.connect(database_url, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        backend = get_backend(yoyo_url(database_url), migration_table=MIGRATION_TABLE)
+        try:
+            with backend.lock():
+                yield lock_conn, backend, read_migrations(str(resource_dir("migrations")))
+        finally:
+            backend.connection.close()
 
 
 def apply_sql(conn: psycopg.Connection) -> list[str]:
@@ -70,16 +79,10 @@ def apply_sql(conn: psycopg.Connection) -> list[str]:
 def migrate(database_url: str) -> MigrateResult:
     """Bring a database up to date. Safe to run twice, or from two processes at once."""
     result = MigrateResult()
-    with _locked(database_url) as lock_conn:
-        backend = get_backend(yoyo_url(database_url), migration_table=MIGRATION_TABLE)
-        try:
-            migrations = read_migrations(str(resource_dir("migrations")))
-            with backend.lock():
-                pending = backend.to_apply(migrations)
-                backend.apply_migrations(pending)
-                result.applied = [m.id for m in pending]
-        finally:
-            backend.connection.close()
+    with _yoyo(database_url) as (lock_conn, backend, migrations):
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+        result.applied = [m.id for m in pending]
         result.sql_files = apply_sql(lock_conn)
     return result
 
@@ -87,14 +90,8 @@ def migrate(database_url: str) -> MigrateResult:
 def rollback(database_url: str) -> MigrateResult:
     """Roll back every pyvault-tokens migration, removing all of its objects."""
     result = MigrateResult()
-    with _locked(database_url):
-        backend = get_backend(yoyo_url(database_url), migration_table=MIGRATION_TABLE)
-        try:
-            migrations = read_migrations(str(resource_dir("migrations")))
-            with backend.lock():
-                applied = backend.to_rollback(migrations)
-                backend.rollback_migrations(applied)
-                result.rolled_back = [m.id for m in applied]
-        finally:
-            backend.connection.close()
+    with _yoyo(database_url) as (_, backend, migrations):
+        applied = backend.to_rollback(migrations)
+        backend.rollback_migrations(applied)
+        result.rolled_back = [m.id for m in applied]
     return result
