@@ -356,5 +356,70 @@ def demo(database) -> None:
     run_demo(database, out)
 
 
+@main.command()
+@database_option
+@click.option("--listen", metavar="HOST:PORT", default=None,
+              help="Serve /metrics over HTTP (e.g. 127.0.0.1:9464) instead of printing once.")
+def metrics(database, listen) -> None:
+    """Prometheus metrics: print one scrape, or serve /metrics with --listen."""
+    try:
+        from pyvault_tokens import metrics as prom
+    except ImportError:
+        raise click.ClickException(
+            "metrics need prometheus_client: pip install 'pyvault-tokens[monitoring]'") from None
+    url = _require(database)
+    if listen is None:
+        click.echo(prom.render(url), nl=False)
+        return
+    try:
+        host, port = prom.parse_listen(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    try:
+        prom.serve(url, host, port, announce=err.print)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+
+
+@main.command()
+@database_option
+def alerts(database) -> None:
+    """Print the open alerts. Exits 0 with none, 1 with warnings only, 2 with a critical
+    one, 3 when the database cannot be queried (the Nagios plugin convention)."""
+    from pyvault_tokens.alerts import UNKNOWN, fetch_alerts, print_alerts
+
+    try:
+        with _connect(database) as conn:
+            rows = fetch_alerts(conn)
+    except (click.ClickException, psycopg.Error) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(f"UNKNOWN: {message}", markup=False)
+        sys.exit(UNKNOWN)
+    sys.exit(print_alerts(rows, out))
+
+
+@main.command()
+@database_option
+@click.option("--out", "out_path", required=True, metavar="FILE.html",
+              type=click.Path(dir_okay=False, writable=True), help="The HTML file to write.")
+@click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True,
+              help="Days of refresh history to chart.")
+def dashboard(database, out_path, days) -> None:
+    """Write a self-contained HTML dashboard (opens offline: plotly.js is inline)."""
+    try:
+        from pyvault_tokens.dashboard import render_dashboard
+    except ImportError:
+        raise click.ClickException(
+            "the dashboard needs plotly: pip install 'pyvault-tokens[monitoring]'") from None
+    with _connect(database) as conn:
+        try:
+            page = render_dashboard(conn, days=days)
+        except psycopg.Error as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(page)
+    out.print(f"wrote {out_path} ({len(page) // 1024} KiB; opens offline)")
+
+
 if __name__ == "__main__":
     main()

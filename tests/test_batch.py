@@ -96,7 +96,7 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
 
         def run():
             try:
-                job.execute("CALL auth.refresh_expiring_tokens_job(500)")
+                job.execute("CALL auth.refresh_expiring_tokens_job(100)")
             except psycopg.Error as exc:
                 errors.append(exc)
 

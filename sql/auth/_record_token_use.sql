@@ -27,10 +27,15 @@ BEGIN
     WHERE p.token_type = p_token_type;
 
     -- Usage is best effort: never wait for a row that a refresh or another caller holds.
-    SELECT b.* INTO v_token
-    FROM auth.api_token_bridge AS b
-    WHERE b.token_hash = p_token_hash AND b.record_use_after <= v_now
-    FOR UPDATE SKIP LOCKED;
+    -- The row is claimed here and its refresh point written below, once the usage is known.
+    UPDATE auth.api_token_bridge AS b
+    SET last_used_at = v_now, record_use_after = v_now + v_policy.usage_debounce
+    WHERE b.ctid = (
+        SELECT l.ctid FROM auth.api_token_bridge AS l
+        WHERE l.token_hash = p_token_hash AND l.record_use_after <= v_now
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING b.* INTO v_token;
     IF NOT FOUND THEN
         RETURN NULL;  -- recorded already in this window, or busy: a later use records it
     END IF;
@@ -67,11 +72,11 @@ BEGIN
         v_refresh_after := least(v_refresh_after, v_now);
     END IF;
 
-    UPDATE auth.api_token_bridge AS b
-    SET last_used_at = v_now,
-        record_use_after = v_now + v_policy.usage_debounce,
-        refresh_after = v_refresh_after
-    WHERE b.token_hash = p_token_hash;
+    IF v_refresh_after <> v_token.refresh_after THEN
+        UPDATE auth.api_token_bridge AS b
+        SET refresh_after = v_refresh_after
+        WHERE b.token_hash = p_token_hash;
+    END IF;
 
     IF p_predecessor_hk IS NOT NULL THEN
         -- The successor is in use: its predecessor lives on for the grace window only.

@@ -1,4 +1,6 @@
 -- The Data Vault hash_diff of a token satellite row: changes when any attribute does.
+-- STABLE, not IMMUTABLE: concat_ws and array_to_string are STABLE, and a function marked
+-- stricter than its body is never inlined.
 CREATE OR REPLACE FUNCTION auth._token_hash_diff(
     p_token_hash bytea,
     p_token_type text,
@@ -8,7 +10,7 @@ CREATE OR REPLACE FUNCTION auth._token_hash_diff(
     p_revoked_reason text
 ) RETURNS bytea
 LANGUAGE sql
-IMMUTABLE
+STABLE
 PARALLEL SAFE
 AS $$
     SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws(
