@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 SQL_DIRS := sql migrations tests/sql tests/helpers
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo migrate bench soak clean
+.PHONY: help setup test lint demo migrate bench bench-quick soak clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml tools/install-debian-packages
 	tools/install-debian-packages
@@ -37,9 +37,11 @@ migrate: $(STAMP) ## Migrate the database named by DATABASE_URL
 bench: $(STAMP) ## Benchmark the hot path with pgbench (1M tokens, embedded cluster; several minutes)
 	$(BIN)/python bench/run.py
 
-.PHONY: bench-quick
 bench-quick: $(STAMP) ## Short benchmark (~20k tokens, one short run per row, under a minute)
 	$(BIN)/python bench/run.py --quick
+
+soak: $(STAMP) ## The reliability suite with soak-sized counts (under 30 minutes)
+	PYVAULT_SOAK=1 $(BIN)/pytest -q tests/test_reliability.py tests/test_fuzz.py tests/test_concurrency.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist
