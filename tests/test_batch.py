@@ -113,14 +113,7 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
         assert errors, "the killed run must fail"
         job.close()
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                check = psycopg.connect(url, autocommit=True)
-                break
-            except psycopg.OperationalError:
-                assert time.monotonic() < deadline, "the cluster did not recover"
-                time.sleep(0.2)
+        check = _connect_after_crash(url)
         with check:
             state = check.execute("""
                 SELECT count(*) FILTER (WHERE expires_at > now() + interval '80 days'),
@@ -140,6 +133,22 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
             assert after == (20000, 0), "a rerun completes the rest"
     finally:
         pg.stop()
+
+
+def _connect_after_crash(url: str, timeout: float = 60) -> psycopg.Connection:
+    """A connection that survived the server's crash restart. Right after a backend is
+    killed a new connection may still be accepted, then be ended by the restart."""
+    deadline = time.monotonic() + timeout
+    time.sleep(0.5)
+    while True:
+        try:
+            conn = psycopg.connect(url, autocommit=True)
+            conn.execute("SELECT pg_sleep(0.5)")
+            conn.execute("SELECT 1")
+            return conn
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "the cluster did not recover"
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
