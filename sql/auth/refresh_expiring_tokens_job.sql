@@ -1,8 +1,8 @@
 -- The scheduled batch job: run auth.refresh_expiring_tokens_batch one batch at a time,
 -- committing after each, so row locks are held for one batch only and a crash loses at
 -- most the batch in flight. A session advisory lock keeps a second run out; that run
--- returns at once. Transaction control rules out SECURITY DEFINER and SET here, so this
--- procedure runs with its caller's rights and calls only the function above.
+-- returns at once. COMMIT is not allowed in a definer-rights procedure or one with SET,
+-- so this procedure runs with its caller's rights and calls only the function above.
 CREATE OR REPLACE PROCEDURE auth.refresh_expiring_tokens_job(
     p_batch_size integer DEFAULT 1000
 )
