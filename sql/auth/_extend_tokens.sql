@@ -1,13 +1,17 @@
 -- EXTEND a set of tokens (rows the caller has locked): move expires_at to the policy
 -- time to live from now, capped by the family's maximum lifetime, and record the change
 -- in the satellite and the event log. A token already at its cap is not extended: its
--- refresh point becomes 'infinity' and a REJECTED event says MAX_LIFETIME_REACHED.
+-- refresh point becomes 'infinity' and a REJECTED event says MAX_LIFETIME_REACHED. One
+-- whose expiry would not move (asked again too soon) keeps its refresh point: NOT_NEEDED.
 -- Set-based (arrays, no temp table), so the batch job extends a batch in a few statements.
+DROP FUNCTION IF EXISTS auth._extend_tokens(bytea[], text, text);
 CREATE OR REPLACE FUNCTION auth._extend_tokens(
     p_hashes bytea[],
     p_trigger text,
     p_record_source text
-) RETURNS TABLE (o_token_hash bytea, o_new_expires_at timestamptz, o_extended boolean)
+) RETURNS TABLE (
+    o_token_hash bytea, o_new_expires_at timestamptz, o_extended boolean, o_capped boolean
+)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -44,7 +48,7 @@ BEGIN
     UPDATE auth.api_token_bridge AS b
     SET expires_at = e.new_expires_at,
         valid_until = CASE WHEN e.extended THEN e.new_expires_at ELSE b.valid_until END,
-        refresh_after = CASE WHEN e.extended THEN e.refresh_after ELSE 'infinity' END
+        refresh_after = e.refresh_after  -- 'infinity' exactly when the cap is reached
     FROM ROWS FROM (
         pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new),
         pg_catalog.unnest(v_extended), pg_catalog.unnest(v_after)
@@ -80,19 +84,23 @@ BEGIN
         api_token_hk, tenant_hk, refresh_trigger, outcome, reason, old_expires_at, new_expires_at
     )
     SELECT e.api_token_hk, e.tenant_hk, p_trigger,
-           CASE WHEN e.extended THEN 'EXTENDED' ELSE 'REJECTED' END,
-           CASE WHEN e.extended THEN 'EXPIRY_EXTENDED' ELSE 'MAX_LIFETIME_REACHED' END,
+           CASE WHEN e.extended THEN 'EXTENDED'
+                WHEN e.refresh_after = 'infinity' THEN 'REJECTED' ELSE 'NOT_NEEDED' END,
+           CASE WHEN e.extended THEN 'EXPIRY_EXTENDED'
+                WHEN e.refresh_after = 'infinity' THEN 'MAX_LIFETIME_REACHED'
+                ELSE 'NO_REFRESH_NEEDED' END,
            e.old_expires_at, CASE WHEN e.extended THEN e.new_expires_at END
     FROM ROWS FROM (
         pg_catalog.unnest(v_hk), pg_catalog.unnest(v_tenant), pg_catalog.unnest(v_old),
-        pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)
-    ) AS e (api_token_hk, tenant_hk, old_expires_at, new_expires_at, extended);
+        pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended), pg_catalog.unnest(v_after)
+    ) AS e (api_token_hk, tenant_hk, old_expires_at, new_expires_at, extended, refresh_after);
 
     RETURN QUERY
-    SELECT e.token_hash, e.new_expires_at, e.extended
+    SELECT e.token_hash, e.new_expires_at, e.extended, e.refresh_after = 'infinity'
     FROM ROWS FROM (
-        pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended)
-    ) AS e (token_hash, new_expires_at, extended);
+        pg_catalog.unnest(v_hash), pg_catalog.unnest(v_new), pg_catalog.unnest(v_extended),
+        pg_catalog.unnest(v_after)
+    ) AS e (token_hash, new_expires_at, extended, refresh_after);
 END;
 $$;
 REVOKE ALL ON FUNCTION auth._extend_tokens(bytea[], text, text) FROM public;

@@ -31,7 +31,11 @@ BEGIN
         RAISE EXCEPTION 'unknown token type %', coalesce(p_token_type, 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use API, PRODUCTION or API_KEY.';
     END IF;
-    IF p_expires_in IS NOT NULL AND (p_expires_in <= '0 seconds' OR p_expires_in > v_policy.max_lifetime) THEN
+    -- Compare the moments, not the intervals: '12 months 5 days' is 365 days as an
+    -- interval but 370 days from now.
+    IF p_expires_in IS NOT NULL
+       AND (pg_catalog.now() + p_expires_in <= pg_catalog.now()
+            OR pg_catalog.now() + p_expires_in > pg_catalog.now() + v_policy.max_lifetime) THEN
         RAISE EXCEPTION 'expires_in must be positive and at most the maximum lifetime %',
             v_policy.max_lifetime
             USING ERRCODE = 'invalid_parameter_value';

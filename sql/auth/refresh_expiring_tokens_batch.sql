@@ -90,7 +90,15 @@ BEGIN
                 FROM auth.api_token_bridge AS b0
                 WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
                   AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
-                       OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
+                       OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold
+                           -- an explicit threshold may exceed what an extension gains: never
+                           -- take a token this run extended (or one at its cap) again
+                           AND b0.refresh_after <> 'infinity'
+                           AND NOT EXISTS (
+                               SELECT FROM auth.token_refresh_policy AS p
+                               WHERE p.token_type = b0.token_type AND p.strategy = 'EXTEND'
+                                 AND b0.expires_at >= v_now + p.time_to_live
+                                 AND b0.family_started_at + p.max_lifetime > b0.expires_at)))
                   AND b0.refresh_enqueued_at IS NULL
                 ORDER BY b0.refresh_after
                 LIMIT v_take
@@ -108,7 +116,7 @@ BEGIN
 
             IF v_extend IS NOT NULL THEN
                 SELECT v_extended + (pg_catalog.count(*) FILTER (WHERE e.o_extended))::integer,
-                       v_failed + (pg_catalog.count(*) FILTER (WHERE NOT e.o_extended))::integer
+                       v_failed + (pg_catalog.count(*) FILTER (WHERE e.o_capped AND NOT e.o_extended))::integer
                 INTO v_extended, v_failed
                 FROM auth._extend_tokens(v_extend, 'BATCH', 'pyvault:batch') AS e;
             END IF;

@@ -25,6 +25,7 @@ DECLARE
     v_state text;
     v_error text;
     v_refreshed boolean := FALSE;
+    v_reason text;
 BEGIN
     is_valid := FALSE;
     was_refreshed := FALSE;
@@ -113,6 +114,7 @@ BEGIN
         BEGIN
             v_refresh := auth._refresh_token(p_token, NULL, FALSE, 'ON_DEMAND');
             v_refreshed := v_refresh.o_success;
+            v_reason := v_refresh.o_refresh_reason;
             v_error := v_refresh.o_message;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
@@ -127,6 +129,11 @@ BEGIN
             was_refreshed := TRUE;
             refresh_reason := v_refresh.o_refresh_reason;
             message := 'Token valid and refreshed: ' || v_refresh.o_message;
+        ELSIF v_reason = 'NO_REFRESH_NEEDED' THEN
+            -- Refreshed meanwhile (the batch job extended it while we waited for its lock).
+            expires_at := v_refresh.o_expires_at;
+            refresh_reason := 'NO_REFRESH_NEEDED';
+            message := 'Token is valid';
         ELSE
             refresh_reason := 'REFRESH_FAILED';
             message := 'Token valid but refresh failed: ' || coalesce(v_error, 'unknown error');
