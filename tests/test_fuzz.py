@@ -30,7 +30,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
@@ -364,9 +364,6 @@ def test_refresh_expiring_tokens_batch(fz, threshold, batch_size, max_tokens, dr
     invalid = (batch_size is None or not 1 <= batch_size <= 100_000
                or (max_tokens is not None and max_tokens < 0)
                or (threshold is not None and not 0 <= threshold <= 3650))
-    # Real runs with an explicit threshold are pinned down by the two xfail tests below
-    # (they revisit tokens and can loop for ever); widen this once those are fixed.
-    assume(invalid or dry_run is True or threshold is None)
     out = run(fz, "SELECT * FROM auth.refresh_expiring_tokens_batch("
                   "p_threshold_days => %(d)s::integer, p_batch_size => %(b)s::integer,"
                   " p_max_tokens => %(m)s::integer, p_dry_run => %(r)s::boolean)",

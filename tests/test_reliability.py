@@ -171,7 +171,7 @@ def test_64_callers_on_one_near_expiry_token_get_one_successor(conn, storm_conns
 
 def _storm_worker(conn: psycopg.Connection, tokens: list[tuple[str, str]], seed: int,
                   start: threading.Barrier, seen: dict[str, set[str]], lock: threading.Lock,
-                  problems: list[str], stale_extend: list[str]) -> None:
+                  problems: list[str]) -> None:
     rng = random.Random(seed)  # noqa: S311 - a reproducible workload, not a secret
     start.wait()
     for _ in range(OPS_PER_WORKER):
@@ -202,24 +202,11 @@ def _storm_worker(conn: psycopg.Connection, tokens: list[tuple[str, str]], seed:
             continue
         if not ok:
             with lock:
-                if _is_stale_extend(kind, r):
-                    stale_extend.append(token)
-                else:
-                    problems.append(f"{op} on {kind}: {r['refresh_reason']}: {r.get('message')}")
+                problems.append(f"{op} on {kind}: {r['refresh_reason']}: {r.get('message')}")
         new = r.get("new_token")
         if new is not None:
             with lock:
                 seen[token].add(new)
-
-
-def _is_stale_extend(kind: str, row: dict) -> bool:
-    """The answer of the bug that test_validate_and_refresh_of_a_token_extended_meanwhile
-    pins down: a valid EXTEND token that someone else extended between validation's read
-    and the refresh's row lock is reported as REFRESH_FAILED (with its old expiry)."""
-    return ("API_KEY" in kind and row.get("is_valid") is True
-            and row.get("refresh_reason") == "REFRESH_FAILED"
-            and ("outside the refresh threshold" in (row.get("message") or "")
-                 or "would not move the expiry" in (row.get("message") or "")))
 
 
 def test_64_callers_on_many_tokens_while_the_batch_job_runs(conn, db_url, storm_conns):
@@ -240,7 +227,6 @@ def test_64_callers_on_many_tokens_while_the_batch_job_runs(conn, db_url, storm_
     seen: dict[str, set[str]] = defaultdict(set)
     lock = threading.Lock()
     problems: list[str] = []
-    stale_extend: list[str] = []
     start = threading.Barrier(len(storm_conns) + 1)
     workers_done = threading.Event()
     job_runs: list[int] = []
@@ -265,8 +251,7 @@ def test_64_callers_on_many_tokens_while_the_batch_job_runs(conn, db_url, storm_
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=len(storm_conns)) as ex:
-            futures = [ex.submit(_storm_worker, c, tokens, i, start, seen, lock, problems,
-                                 stale_extend)
+            futures = [ex.submit(_storm_worker, c, tokens, i, start, seen, lock, problems)
                        for i, c in enumerate(storm_conns)]
             for f in futures:
                 f.result()
@@ -310,9 +295,7 @@ def test_64_callers_on_many_tokens_while_the_batch_job_runs(conn, db_url, storm_
     assert_invariants(conn)
     ops = OPS_PER_WORKER * len(storm_conns)
     print(f"{ops} operations on {n} tokens by {len(storm_conns)} connections, "
-          f"{len(job_runs)} job runs alongside: {elapsed:.1f}s, {len(seen)} tokens refreshed, "
-          f"{len(stale_extend)} REFRESH_FAILED answers for EXTEND tokens extended concurrently "
-          "(see test_validate_and_refresh_of_a_token_extended_meanwhile)")
+          f"{len(job_runs)} job runs alongside: {elapsed:.1f}s, {len(seen)} tokens refreshed")
 
 
 def test_validate_and_refresh_of_a_token_extended_meanwhile(conn, db_url):
@@ -345,6 +328,28 @@ def test_validate_and_refresh_of_a_token_extended_meanwhile(conn, db_url):
     assert row["is_valid"] is True
     assert row["refresh_reason"] != "REFRESH_FAILED", row["message"]
     assert row["expires_at"] == extended[2], "the answer carries the expiry now in force"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG in auth.refresh_expiring_tokens_job: a run that fails half-way (statement timeout, "
+    "cancel) never releases its session advisory lock, so every later run of the job and "
+    "of refresh_expiring_tokens_batch, on every connection, is skipped for as long as that "
+    "session lives (a pooled or long-lived connection); see the reliability report"))
+def test_a_failed_job_run_does_not_block_later_runs(conn, db_url):
+    conn.execute("SELECT tests.bulk_tokens(10000, 'API_KEY', '3 days', 'job-lock')")
+    with psycopg.connect(db_url, autocommit=True) as failing:
+        failing.execute("SET statement_timeout = '150ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            failing.execute("CALL auth.refresh_expiring_tokens_job(10)")
+        failing.execute("RESET statement_timeout")
+        # The failed session is still open (a pooled connection would be).
+        row = conn.execute("SELECT tokens_found, details FROM"
+                           " auth.refresh_expiring_tokens_batch(p_dry_run => true)").fetchone()
+        assert row[1]["skipped"] is False, "another session's batch run is skipped"
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("CALL auth.refresh_expiring_tokens_job(1000)")
+        assert not any("skipped" in n for n in notices), "another session's job is skipped"
 
 
 def test_refresh_and_revoke_race_ends_revoked_with_no_live_successor(conn, db_url):

@@ -277,6 +277,43 @@ def test_the_middleware_validates_on_the_replica_and_refreshes_on_the_primary(
         assert r.execute(VALIDATE, (new, "api:read")).fetchone()[0] is True
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "WEAKNESS: a successor validated only on replicas is never recorded as used (usage "
+    "needs the primary, and the middleware takes the replica's valid answer as final), so "
+    "its predecessor's grace window never starts: the rotated token stays valid until its "
+    "own expiry and reuse of it is never detected; see the reliability report"))
+def test_using_the_successor_through_a_replica_starts_the_predecessors_grace(
+        replication, primary):
+    old = make_token(primary, "3 days", user="grace-replica")
+    replication.wait_for_replay()
+
+    async def scenario() -> None:
+        app = Starlette(routes=[Route("/", _whoami)])
+        async with AsyncConnectionPool(replication.primary_url, min_size=1, max_size=2,
+                                       timeout=5) as p, \
+                AsyncConnectionPool(replication.replica_url, min_size=1, max_size=2,
+                                    timeout=5) as r:
+            mw = TokenRefreshMiddleware(app, p, replica_pool=r)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw),
+                                         base_url="http://api") as client:
+                first = await client.get("/", headers={"Authorization": f"Bearer {old}"})
+                new = first.headers["x-new-token"]
+                await asyncio.to_thread(replication.wait_for_replay)
+                for _ in range(3):  # the client has switched to the new token
+                    resp = await client.get("/", headers={"Authorization": f"Bearer {new}"})
+                    assert resp.status_code == 200
+
+    asyncio.run(scenario())
+    row = primary.execute(
+        "SELECT s.last_used_at IS NOT NULL, o.valid_until <= now() + p.grace_period"
+        " FROM auth.api_token_bridge AS o"
+        " JOIN auth.token_refresh_policy AS p USING (token_type)"
+        " JOIN auth.api_token_bridge AS s ON s.api_token_hk = o.successor_hk"
+        " WHERE o.token_hash = sha256(convert_to(%s, 'UTF8'))", (old,)).fetchone()
+    assert row[0], "the successor's use is recorded on the primary"
+    assert row[1], "the predecessor's grace window started"
+
+
 # -- throughput ----------------------------------------------------------------------------
 
 SEED = """
