@@ -330,11 +330,6 @@ def test_validate_and_refresh_of_a_token_extended_meanwhile(conn, db_url):
     assert row["expires_at"] == extended[2], "the answer carries the expiry now in force"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG in auth.refresh_expiring_tokens_job: a run that fails half-way (statement timeout, "
-    "cancel) never releases its session advisory lock, so every later run of the job and "
-    "of refresh_expiring_tokens_batch, on every connection, is skipped for as long as that "
-    "session lives (a pooled or long-lived connection); see the reliability report"))
 def test_a_failed_job_run_does_not_block_later_runs(conn, db_url):
     conn.execute("SELECT tests.bulk_tokens(10000, 'API_KEY', '3 days', 'job-lock')")
     with psycopg.connect(db_url, autocommit=True) as failing:

@@ -19,7 +19,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_lock_key constant bigint := 7023365637463154001;  -- shared with the job procedure
+    c_lock_key constant bigint := 7023365637463154001;  -- this function's runs only
     c_items constant integer := 20;
     v_started timestamptz := pg_catalog.clock_timestamp();
     v_now timestamptz := pg_catalog.now();
