@@ -79,11 +79,13 @@ BEGIN
     expires_at := v_token.expires_at;
     IF pg_catalog.now() >= v_token.record_use_after
        AND NOT pg_catalog.current_setting('transaction_read_only')::boolean THEN
-        -- A recorded use may move the refresh point (predictive refresh).
-        v_token.refresh_after := coalesce(auth._record_token_use(
+        -- A recorded use may move the refresh point earlier (predictive refresh). Only
+        -- earlier: the row it returns may already carry a concurrent rotation that the
+        -- rest of this call's snapshot does not show.
+        v_token.refresh_after := least(v_token.refresh_after, auth._record_token_use(
             v_token.token_hash, v_token.api_token_hk, v_token.tenant_hk,
             v_token.token_type, v_token.predecessor_hk
-        ), v_token.refresh_after);
+        ));
     END IF;
 
     IF v_token.successor_secret IS NOT NULL THEN
