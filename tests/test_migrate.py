@@ -16,7 +16,7 @@ from pyvault_tokens.migrate import migrate, resource_dir, rollback, sql_files
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
-ROLES = ("pyvault_api", "pyvault_admin", "pyvault_monitor")
+ROLES = ("pyvault_api", "pyvault_admin", "pyvault_monitor", "pyvault_refresher")
 
 
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
@@ -48,6 +48,7 @@ def test_cli_migrates_an_empty_database_and_a_second_run_is_a_no_op(empty_db):
     assert first.returncode == 0, first.stderr
     assert "applied migration 0001.schemas-and-roles" in first.stdout
     assert "applied migration 0004.batch-runs" in first.stdout
+    assert "applied migration 0006.refresher-role" in first.stdout
     assert f"applied {len(sql_files())} SQL files" in first.stdout
 
     second = _cli("migrate", "--database", empty_db)

@@ -2,7 +2,11 @@
 
 - pyvault_api reads no table and no view, and can call only the token functions it is
   meant for: none of the admin functions (issue, revoke, batch and job, schedule,
-  diagnostics, policy, registration), the monitoring function, or any ``_`` helper.
+  diagnostics, policy, registration), the monitoring function, the refresher's heartbeat,
+  or any ``_`` helper.
+- pyvault_refresher can do the refresher service's work (status, refresh, heartbeat,
+  LISTEN) and nothing else: no validation, no admin or monitoring function, no table
+  (not even the outbox or the heartbeat tables) and no view.
 - pyvault_monitor reads the monitoring views and no table, and calls no token function.
 - pyvault_admin reads no table either; every ``_`` helper is closed to every role, and
   no function of the package is executable by PUBLIC.
@@ -26,12 +30,14 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from pyvault_tokens.migrate import migrate
 from tests.tokens import make_token
 
 SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
 
 API, ADMIN, MONITOR = "pyvault_api", "pyvault_admin", "pyvault_monitor"
-ROLES = (API, ADMIN, MONITOR)
+REFRESHER = "pyvault_refresher"
+ROLES = (API, ADMIN, MONITOR, REFRESHER)
 MONITOR_VIEWS = ("refresh_metrics_hourly", "token_expiry_forecast", "token_usage_patterns",
                  "tenant_usage_patterns", "refresh_alerts")
 # Everything pyvault_api may execute. A new grant to the API role must be added here
@@ -41,8 +47,14 @@ API_FUNCTIONS = {
     "auth.validate_and_refresh_api_token(text,text)",
     "auth.refresh_production_token_enhanced(text,integer,boolean,text)",
     "auth.get_token_refresh_status(text)",
+}
+# Everything pyvault_refresher may execute: what pyvault_tokens.refresher calls.
+REFRESHER_FUNCTIONS = {
+    "auth.refresh_production_token_enhanced(text,integer,boolean,text)",
+    "auth.get_token_refresh_status(text)",
     "auth.record_refresher_heartbeat(text,text[])",
 }
+HEARTBEAT_CALL = "SELECT auth.record_refresher_heartbeat('priv-refresher', ARRAY[%(token)s]) AS n"
 # Admin calls, each with arguments it would accept from an admin.
 ADMIN_CALLS = {
     "generate": "SELECT * FROM auth.generate_production_api_token(%(user_hk)s, %(tenant_hk)s)",
@@ -62,6 +74,14 @@ TOKEN_FUNCTION_CALLS = {
     "validate_and_refresh": "SELECT * FROM auth.validate_and_refresh_api_token(%(token)s)",
     "refresh": "SELECT * FROM auth.refresh_production_token_enhanced(%(token)s)",
     "status": "SELECT * FROM auth.get_token_refresh_status(%(token)s)",
+}
+# What the refresher service runs, as pyvault_tokens.refresher runs it.
+REFRESHER_CALLS = {
+    "status": "SELECT * FROM auth.get_token_refresh_status(p_token => %(token)s::text)",
+    "refresh": "SELECT * FROM auth.refresh_production_token_enhanced(p_token => %(near)s::text,"
+               " p_threshold_days => NULL::integer, p_force => false, p_trigger => 'SERVICE')",
+    "heartbeat": HEARTBEAT_CALL,
+    "listen": "LISTEN pyvault_token_refresh",
 }
 
 
@@ -143,12 +163,32 @@ def test_helpers_are_closed_to_every_role(admin_conn):
     assert n >= 10, "the helpers were found"
 
 
-def test_the_api_role_may_execute_exactly_its_functions(admin_conn):
-    executable = {r["f"].replace(", ", ",") for r in admin_conn.execute(
+def executable_by(conn: psycopg.Connection, role: str) -> set[str]:
+    return {r["f"].replace(", ", ",") for r in conn.execute(
         "SELECT p.oid::regprocedure::text AS f FROM pg_proc AS p"
         " WHERE p.pronamespace = 'auth'::regnamespace"
-        "   AND has_function_privilege('pyvault_api', p.oid, 'EXECUTE')").fetchall()}
-    assert executable == API_FUNCTIONS
+        "   AND has_function_privilege(%s, p.oid, 'EXECUTE')", (role,)).fetchall()}
+
+
+def test_the_api_role_may_execute_exactly_its_functions(admin_conn):
+    assert executable_by(admin_conn, API) == API_FUNCTIONS
+
+
+def test_the_refresher_role_may_execute_exactly_its_functions(admin_conn):
+    assert executable_by(admin_conn, REFRESHER) == REFRESHER_FUNCTIONS
+
+
+def test_migrate_takes_the_heartbeat_back_from_a_database_migrated_before_0006(cluster):
+    """CREATE OR REPLACE keeps grants: an older database's API grant must not survive."""
+    url = cluster.fresh_database("priv_upgrade")
+    sig = "auth.record_refresher_heartbeat(text, text[])"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"GRANT EXECUTE ON FUNCTION {sig} TO pyvault_api")
+        migrate(url)
+        held = c.execute("SELECT has_function_privilege(r, %s, 'EXECUTE')"
+                         " FROM unnest(%s::text[]) AS r ORDER BY r",
+                         (sig, [API, REFRESHER])).fetchall()
+    assert held == [(False,), (True,)]
 
 
 # -- as the roles -------------------------------------------------------------------------
@@ -165,6 +205,7 @@ def test_api_role_cannot_call_admin_functions(admin_conn, data):
                       "alerts": "SELECT * FROM auth.get_refresh_alerts()",
                       "helper": "SELECT * FROM auth._refresh_token(%(token)s, NULL, true,"
                                 " 'FORCED')",
+                      "heartbeat": HEARTBEAT_CALL,
                       }.items():
         assert refused_as(admin_conn, API, sql, data) == "42501", what
     # The token the API role tried to revoke and diagnose is untouched.
@@ -176,6 +217,34 @@ def test_api_role_cannot_call_admin_functions(admin_conn, data):
 def test_api_role_calls_its_own_functions(admin_conn, data):
     for what, sql in TOKEN_FUNCTION_CALLS.items():
         assert refused_as(admin_conn, API, sql, data) is None, what
+
+
+def test_refresher_role_does_the_refreshers_work(admin_conn, data):
+    for what, sql in REFRESHER_CALLS.items():
+        assert refused_as(admin_conn, REFRESHER, sql, data) is None, what
+    with admin_conn.transaction(force_rollback=True):
+        admin_conn.execute(f"SET LOCAL ROLE {REFRESHER}")
+        refreshed = admin_conn.execute(REFRESHER_CALLS["refresh"], data).fetchone()
+        held = admin_conn.execute(HEARTBEAT_CALL, data).fetchone()
+    assert refreshed["success"] and refreshed["new_token"], "the near token was rotated"
+    assert held["n"] == 1, "the heartbeat knows the token"
+
+
+def test_refresher_role_reads_nothing_and_calls_nothing_else(admin_conn, data):
+    relations_ = relations(admin_conn, "rpvmS")
+    assert {"auth.token_refresh_outbox", "auth.refresher_heartbeat",
+            "auth.api_token_bridge"} <= set(relations_)
+    for name in relations_:
+        assert refused_as(admin_conn, REFRESHER, f"SELECT * FROM {name} LIMIT 1") == "42501", name
+    assert refused_as(admin_conn, REFRESHER,
+                      "UPDATE auth.token_refresh_outbox SET processed_at = now()") == "42501"
+    others = {**ADMIN_CALLS,
+              "validate": TOKEN_FUNCTION_CALLS["validate"],
+              "validate_and_refresh": TOKEN_FUNCTION_CALLS["validate_and_refresh"],
+              "alerts": "SELECT * FROM auth.get_refresh_alerts()",
+              "helper": "SELECT * FROM auth._refresh_token(%(token)s, NULL, true, 'FORCED')"}
+    for what, sql in others.items():
+        assert refused_as(admin_conn, REFRESHER, sql, data) == "42501", what
 
 
 def test_admin_role_calls_admin_functions_and_reads_no_table(admin_conn, data):
@@ -226,8 +295,9 @@ CREATE OPERATOR evil.= (LEFTARG = bytea, RIGHTARG = bytea, FUNCTION = evil.alway
 CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.always);
 CREATE OPERATOR evil.<> (LEFTARG = integer, RIGHTARG = integer, FUNCTION = evil.never);
 CREATE OPERATOR evil.>= (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.never);
-GRANT USAGE ON SCHEMA evil TO pyvault_api, pyvault_admin, pyvault_monitor;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA evil TO pyvault_api, pyvault_admin, pyvault_monitor;
+GRANT USAGE ON SCHEMA evil TO pyvault_api, pyvault_admin, pyvault_monitor, pyvault_refresher;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA evil
+TO pyvault_api, pyvault_admin, pyvault_monitor, pyvault_refresher;
 """
 HIJACK = "SET LOCAL search_path = evil, public, pg_catalog"
 _TOKEN_RE = re.compile(r"ovt_prod_[0-9a-f]{64}")
@@ -307,7 +377,13 @@ HIJACK_CASES = [
     (API, "SELECT * FROM auth.get_token_refresh_status(%(t)s)", "rotated"),
     (API, "SELECT * FROM auth.get_token_refresh_status(%(t)s)", "revoked"),
     (API, "SELECT * FROM auth.get_token_refresh_status(%(t)s)", "malformed"),
-    (API, "SELECT auth.record_refresher_heartbeat('priv-refresher', ARRAY[%(t)s]) AS n", "far"),
+    (REFRESHER, "SELECT * FROM auth.get_token_refresh_status(%(t)s)", "near"),
+    (REFRESHER, "SELECT * FROM auth.refresh_production_token_enhanced(%(t)s, NULL, false,"
+                " 'SERVICE')", "near"),
+    (REFRESHER, "SELECT auth.record_refresher_heartbeat('priv-refresher', ARRAY[%(t)s]) AS n",
+     "far"),
+    (REFRESHER, "SELECT auth.record_refresher_heartbeat('priv-refresher', ARRAY[%(t)s]) AS n",
+     "malformed"),
     (ADMIN, "SELECT * FROM auth.test_token_refresh_system(%(t)s)", "near"),
     (ADMIN, "SELECT * FROM auth.test_token_refresh_system(%(t)s, true)", "far"),
     (ADMIN, "SELECT * FROM auth.test_token_refresh_system(%(t)s)", "unknown"),

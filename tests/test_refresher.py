@@ -1,4 +1,9 @@
-"""The refresher service as a real subprocess, and the token store it writes."""
+"""The refresher service as a real subprocess, and the token store it writes.
+
+The service logs in as a deployment's refresher does: a login role that is a member of
+pyvault_refresher only (not of pyvault_api or pyvault_admin), so these tests also prove
+that role's grants are enough for the service's work.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,28 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from pyvault_tokens.store import TokenStore
 from tests.tokens import make_token
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 SECRET = re.compile(r"[0-9a-f]{64}")
 LOGS: list[str] = []  # every line the refresher printed in this module
+
+
+@pytest.fixture(scope="module")
+def refresher_url(db_url: str) -> str:
+    """The database, as a login that is only a member of pyvault_refresher."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE refresher_test LOGIN IN ROLE pyvault_refresher;"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        groups = conn.execute(
+            "SELECT array_agg(m.roleid::regrole::text ORDER BY 1) FROM pg_auth_members AS m"
+            " WHERE m.member = 'refresher_test'::regrole").fetchone()[0]
+    assert groups == ["pyvault_refresher"]
+    return psycopg.conninfo.make_conninfo(db_url, user="refresher_test")
 
 
 def _valid(conn, token: str) -> bool:
@@ -68,7 +89,8 @@ def test_store_compare_and_swap(tmp_path):
     assert "bbbbbbbbbbbb" not in repr(store.get("svc"))
 
 
-def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, conn, db_url):
+def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, conn,
+                                                                   refresher_url):
     rotate = make_token(conn, "3 days", user="svc-rotate")
     extend = make_token(conn, "3 days", "API_KEY", user="svc-extend")
     idle = make_token(conn, "10 days", "API", user="svc-idle")
@@ -77,8 +99,8 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
     for name, token in (("rotate", rotate), ("extend", extend), ("idle", idle)):
         store.put(name, token)
 
-    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database", db_url,
-                             "--sweep-interval", "3600"],
+    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
+                             refresher_url, "--sweep-interval", "3600"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(lambda: store.get("rotate").token != rotate, what="the ROTATE token")
@@ -105,6 +127,9 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
             " WHERE api_token_hk IN ((tests.bridge(%s)).api_token_hk,"
             " (tests.bridge(%s)).api_token_hk)", (rotate, idle)).fetchall()
         assert ("SERVICE",) in triggers
+        held = conn.execute("SELECT h.tokens_held FROM auth.refresher_heartbeat AS h"
+                            " WHERE h.instance LIKE %s", (f"%:{path.resolve()}",)).fetchone()
+        assert held is not None and held[0] >= 1, "the sweep recorded its heartbeat"
 
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)
@@ -119,18 +144,18 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
     conn.execute("SELECT auth.set_refresh_policy('API', p_refresh_threshold => '7 days')")
 
 
-def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, db_url):
+def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, refresher_url):
     token = make_token(conn, "3 days", user="svc-crash")
     path = tmp_path / "tokens.json"
     TokenStore(path).put("crashy", token)
-    crashed = _run_once(db_url, path, env={"PYVAULT_REFRESHER_FAULT": "after-commit"})
+    crashed = _run_once(refresher_url, path, env={"PYVAULT_REFRESHER_FAULT": "after-commit"})
     assert crashed.returncode == -signal.SIGKILL
     assert TokenStore(path).get("crashy").token == token, "the store write never happened"
     successor = conn.execute("SELECT (tests.bridge(%s)).successor_hk", (token,)).fetchone()[0]
     assert successor is not None, "the database committed the rotation"
     assert _valid(conn, token), "the old token still works: its successor was never used"
 
-    recovered = _run_once(db_url, path)
+    recovered = _run_once(refresher_url, path)
     assert recovered.returncode == 0, recovered.stderr
     new = TokenStore(path).get("crashy").token
     assert new != token and _valid(conn, new)

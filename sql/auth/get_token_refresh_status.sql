@@ -106,4 +106,5 @@ COMMENT ON FUNCTION auth.get_token_refresh_status(text) IS
 'Where a token stands: validity, exact time until expiry (an interval, never truncated), '
 'whether a refresh is recommended and why (refresh_reason is a reason code).';
 REVOKE ALL ON FUNCTION auth.get_token_refresh_status(text) FROM public;
-GRANT EXECUTE ON FUNCTION auth.get_token_refresh_status(text) TO pyvault_api, pyvault_admin;
+GRANT EXECUTE ON FUNCTION auth.get_token_refresh_status(text)
+TO pyvault_api, pyvault_refresher, pyvault_admin;

@@ -37,6 +37,7 @@ $$;
 COMMENT ON FUNCTION auth.record_refresher_heartbeat(text, text[]) IS
 'Called by the refresher service after each sweep with the tokens it holds; returns how '
 'many of them are known.';
-REVOKE ALL ON FUNCTION auth.record_refresher_heartbeat(text, text[]) FROM public;
+-- pyvault_api held it before migration 0006; CREATE OR REPLACE keeps grants, so take it back.
+REVOKE ALL ON FUNCTION auth.record_refresher_heartbeat(text, text[]) FROM public, pyvault_api;
 GRANT EXECUTE ON FUNCTION auth.record_refresher_heartbeat(text, text[])
-TO pyvault_api, pyvault_admin;
+TO pyvault_refresher, pyvault_admin;

@@ -57,4 +57,4 @@ COMMENT ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolea
 'policies return a new token; EXTEND policies a later expires_at and no new token.';
 REVOKE ALL ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean, text) FROM public;
 GRANT EXECUTE ON FUNCTION auth.refresh_production_token_enhanced(text, integer, boolean, text)
-TO pyvault_api, pyvault_admin;
+TO pyvault_api, pyvault_refresher, pyvault_admin;

@@ -1,10 +1,11 @@
 BEGIN;
-SELECT plan(8);
+SELECT plan(9);
 
 SELECT has_schema('auth', 'schema auth exists');
 SELECT has_role('pyvault_api', 'role pyvault_api exists');
 SELECT has_role('pyvault_admin', 'role pyvault_admin exists');
 SELECT has_role('pyvault_monitor', 'role pyvault_monitor exists');
+SELECT has_role('pyvault_refresher', 'role pyvault_refresher exists');
 
 SELECT is_empty(
     $$ SELECT p.oid::regprocedure::text
