@@ -66,6 +66,15 @@ def test_diagnose_exits_non_zero_when_a_step_fails(db_url):
     assert "FAIL" in result.stdout
 
 
+def test_diagnose_shows_nothing_of_an_input_that_is_not_a_token(db_url, near_token):
+    for bad in ("zq-Not-A-Token-42", near_token.upper(), near_token[:-1] + "Z"):
+        result = run(db_url, "diagnose", "-", stdin=bad + "\n")
+        assert result.returncode == 1
+        shown = re.sub(r"\s|│", "", result.stdout + result.stderr)
+        assert "token_prefix=(notatoken)…" in shown, result.stdout
+        assert bad[:13] not in shown and bad[9:13] not in shown, result.stdout
+
+
 def test_refresh_prints_the_new_token_once_then_revoke(db_url, near_token):
     first = run(db_url, "refresh", "-", stdin=near_token)
     assert first.returncode == 0, first.stderr

@@ -332,6 +332,15 @@ def test_test_token_refresh_system(fz, token, apply):
                                      "FAIL: not ovt_prod_ followed by 64 lower-case hex")
     if format_ok and not is_real(token):
         assert [r["step"] for r in out.rows] == ["FORMAT", "LOOKUP"]
+    if format_ok:
+        assert out.rows[0]["details"]["token_prefix"] == token[:13] + "…"
+    else:
+        # Nothing of a non-token comes back: a fixed placeholder, its length, two booleans.
+        assert len(out.rows) == 1
+        details = out.rows[0]["details"]
+        assert details["token_prefix"] == "(not a token)…"
+        assert set(details) == {"token_prefix", "length", "prefix_ok", "lowercase_hex_ok"}
+        assert details["length"] == (len(token) if isinstance(token, str) else None)
     if apply is not True or not is_real(token):
         # A dry run writes nothing, even for a real token (the refresh is rolled back).
         out.assert_nothing_written(f"diagnostics of {token!r:.80} (apply={apply})",

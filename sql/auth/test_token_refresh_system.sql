@@ -1,7 +1,8 @@
 -- Diagnose the whole refresh system for one token, step by step. Non-destructive by
 -- default: the refresh step runs in a subtransaction that is rolled back. With p_apply
 -- it really refreshes (the holder then receives the successor as ALREADY_REFRESHED).
--- Output never holds a whole token or token hash: a short prefix at most.
+-- Output never holds a whole token or token hash: a short prefix at most, and nothing at
+-- all of an input that is not a well-formed token.
 CREATE OR REPLACE FUNCTION auth.test_token_refresh_system(
     p_token text,
     p_apply boolean DEFAULT FALSE
@@ -11,7 +12,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_prefix text := pg_catalog.left(coalesce(p_token, ''), 13) || '…';
+    v_prefix text;
     v_hash bytea;
     v_token auth.api_token_bridge;
     v_sat auth.api_token_s;
@@ -25,6 +26,9 @@ DECLARE
 BEGIN
     -- 1. Format
     v_format_ok := p_token IS NOT NULL AND p_token ~ '^ovt_prod_[0-9a-f]{64}$';
+    -- As pyvault_tokens.display.token_prefix: 'ovt_prod_' and 4 hex, or a fixed text.
+    v_prefix := CASE WHEN v_format_ok THEN pg_catalog.left(p_token, 13) || '…'
+                     ELSE '(not a token)…' END;
     step := 'FORMAT';
     result := CASE WHEN v_format_ok THEN 'OK' ELSE 'FAIL: not ovt_prod_ followed by 64 lower-case hex' END;
     details := pg_catalog.jsonb_build_object(
