@@ -26,24 +26,30 @@ BEGIN
     o_api_token_hk := pg_catalog.sha256(pg_catalog.convert_to(v_bk, 'UTF8'));
     v_hash := pg_catalog.sha256(pg_catalog.convert_to(o_token, 'UTF8'));
 
-    INSERT INTO auth.api_token_h (api_token_hk, api_token_bk, tenant_hk, record_source)
-    VALUES (o_api_token_hk, v_bk, p_tenant_hk, p_record_source);
-
-    INSERT INTO auth.user_token_l (
-        link_user_token_hk, user_hk, api_token_hk, tenant_hk, record_source
-    ) VALUES (
-        pg_catalog.sha256(p_user_hk || o_api_token_hk), p_user_hk, o_api_token_hk,
-        p_tenant_hk, p_record_source
-    );
-
-    INSERT INTO auth.api_token_s (
-        api_token_hk, hash_diff, token_hash, token_type, scope, expires_at, record_source
-    ) VALUES (
-        o_api_token_hk,
-        auth._token_hash_diff(v_hash, p_token_type, p_scope, p_expires_at, FALSE, NULL),
-        v_hash, p_token_type, p_scope, p_expires_at, p_record_source
-    );
-
+    -- One statement, not four: each statement from PL/pgSQL pays its own executor start,
+    -- plan revalidation and locks. The foreign keys are checked at its end, when all four
+    -- rows exist.
+    WITH hub AS (
+        INSERT INTO auth.api_token_h (api_token_hk, api_token_bk, tenant_hk, record_source)
+        VALUES (o_api_token_hk, v_bk, p_tenant_hk, p_record_source)
+    ),
+    link AS (
+        INSERT INTO auth.user_token_l (
+            link_user_token_hk, user_hk, api_token_hk, tenant_hk, record_source
+        ) VALUES (
+            pg_catalog.sha256(p_user_hk || o_api_token_hk), p_user_hk, o_api_token_hk,
+            p_tenant_hk, p_record_source
+        )
+    ),
+    satellite AS (
+        INSERT INTO auth.api_token_s (
+            api_token_hk, hash_diff, token_hash, token_type, scope, expires_at, record_source
+        ) VALUES (
+            o_api_token_hk,
+            auth._token_hash_diff(v_hash, p_token_type, p_scope, p_expires_at, FALSE, NULL),
+            v_hash, p_token_type, p_scope, p_expires_at, p_record_source
+        )
+    )
     INSERT INTO auth.api_token_bridge (
         token_hash, api_token_hk, user_hk, tenant_hk, token_type, scope, issued_at,
         expires_at, valid_until, refresh_after, family_hk, family_started_at,

@@ -124,12 +124,21 @@ BEGIN
             v_new_expires_at, v_source, v_token.family_hk, v_token.family_started_at,
             v_token.generation + 1, v_token.api_token_hk
         );
-        INSERT INTO auth.token_rotation_l (
-            link_token_rotation_hk, predecessor_hk, successor_hk, tenant_hk, record_source
-        ) VALUES (
-            pg_catalog.sha256(v_token.api_token_hk || v_successor.o_api_token_hk),
-            v_token.api_token_hk, v_successor.o_api_token_hk, v_token.tenant_hk, v_source
-        );
+        -- The lineage link, the successor kept for the predecessor's holder and the end of
+        -- the grandparent (only the immediate predecessor gets grace) in one statement.
+        WITH lineage AS (
+            INSERT INTO auth.token_rotation_l (
+                link_token_rotation_hk, predecessor_hk, successor_hk, tenant_hk, record_source
+            ) VALUES (
+                pg_catalog.sha256(v_token.api_token_hk || v_successor.o_api_token_hk),
+                v_token.api_token_hk, v_successor.o_api_token_hk, v_token.tenant_hk, v_source
+            )
+        ),
+        grandparent AS (
+            UPDATE auth.api_token_bridge AS b
+            SET valid_until = least(b.valid_until, v_now), successor_secret = NULL
+            WHERE b.api_token_hk = v_token.predecessor_hk
+        )
         UPDATE auth.api_token_bridge AS b
         SET successor_hk = v_successor.o_api_token_hk,
             successor_secret = extensions.encrypt(
@@ -137,12 +146,6 @@ BEGIN
             ),
             refresh_after = 'infinity'
         WHERE b.token_hash = v_hash;
-        IF v_token.predecessor_hk IS NOT NULL THEN
-            -- Only the immediate predecessor gets grace: the grandparent dies now.
-            UPDATE auth.api_token_bridge AS b
-            SET valid_until = least(b.valid_until, v_now), successor_secret = NULL
-            WHERE b.api_token_hk = v_token.predecessor_hk;
-        END IF;
         o_new_token := v_successor.o_token;
         o_message := 'Token rotated (' || o_refresh_reason || ')';
         PERFORM auth._log_refresh_event(v_token, p_trigger, 'ROTATED', o_refresh_reason,
