@@ -1,6 +1,6 @@
 -- Refresh the tokens nobody is using while they approach expiry: extend EXTEND-policy
--- tokens from their hash alone, and enqueue ROTATE-policy tokens in the outbox (with a
--- NOTIFY on channel pyvault_token_refresh) for the holder of the secret to rotate.
+-- tokens from their hash alone, and enqueue ROTATE-policy tokens in the outbox (with one
+-- NOTIFY per batch on channel pyvault_token_refresh) for the holder of the secret to rotate.
 -- Works in batches taken FOR UPDATE SKIP LOCKED; a try-lock makes a concurrent run
 -- return at once, marked skipped. details is bounded: counts plus the first 20 items.
 CREATE OR REPLACE FUNCTION auth.refresh_expiring_tokens_batch(
@@ -35,6 +35,8 @@ DECLARE
     v_erased integer := 0;
     v_items jsonb := '[]'::jsonb;
     v_n integer;
+    v_first_outbox_id bigint;
+    v_last_outbox_id bigint;
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size NOT BETWEEN 1 AND 100000
        OR p_max_tokens < 0 OR p_threshold_days NOT BETWEEN 0 AND 3650 THEN
@@ -146,13 +148,16 @@ BEGIN
                     SELECT q.api_token_hk, q.tenant_hk, 'BATCH', 'ENQUEUED', q.reason, q.expires_at
                     FROM queued AS q
                 )
-                SELECT pg_catalog.count(pg_catalog.pg_notify('pyvault_token_refresh',
-                           pg_catalog.json_build_object(
-                               'outbox_id', q.outbox_id, 'token_id', h.api_token_bk,
-                               'reason', q.reason, 'expires_at', q.expires_at)::text))::integer
-                INTO v_n
-                FROM queued AS q
-                INNER JOIN auth.api_token_h AS h ON q.api_token_hk = h.api_token_hk;
+                SELECT pg_catalog.count(*)::integer, pg_catalog.min(q.outbox_id),
+                       pg_catalog.max(q.outbox_id)
+                INTO v_n, v_first_outbox_id, v_last_outbox_id
+                FROM queued AS q;
+                IF v_n > 0 THEN
+                    -- One wake-up per batch, not one per token: a listener reads the outbox.
+                    PERFORM pg_catalog.pg_notify('pyvault_token_refresh', pg_catalog.json_build_object(
+                        'enqueued', v_n, 'first_outbox_id', v_first_outbox_id,
+                        'last_outbox_id', v_last_outbox_id)::text);
+                END IF;
                 v_enqueued := v_enqueued + v_n;
             END IF;
 
