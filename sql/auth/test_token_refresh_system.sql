@@ -46,7 +46,7 @@ BEGIN
     v_hash := pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
     SELECT b.* INTO v_token FROM auth.api_token_bridge AS b WHERE b.token_hash = v_hash;
     SELECT s.* INTO v_sat FROM auth.api_token_s AS s
-    WHERE s.token_hash = v_hash AND s.load_end_date IS NULL;
+    WHERE s.api_token_hk = v_token.api_token_hk AND s.load_end_date IS NULL;
     step := 'LOOKUP';
     IF v_token.token_hash IS NULL THEN
         result := 'FAIL: no token with this hash';
@@ -56,7 +56,8 @@ BEGIN
     END IF;
     result := CASE
         WHEN v_sat.api_token_hk IS NULL THEN 'FAIL: bridge row without a current satellite row'
-        WHEN v_sat.expires_at <> v_token.expires_at OR v_sat.is_revoked <> v_token.is_revoked
+        WHEN v_sat.token_hash <> v_hash OR v_sat.expires_at <> v_token.expires_at
+             OR v_sat.is_revoked <> v_token.is_revoked
             THEN 'FAIL: bridge and satellite disagree'
         ELSE 'OK'
     END;
