@@ -132,8 +132,8 @@ class Row:
 READ_ROWS = [
     Row("floor", "floor: derive the token only", "floor.sql", "read"),
     Row("limit_bridge", "LIMIT: index probe, api_token_bridge", "limit_bridge.sql", "read"),
-    Row("limit_satellite", "limit: index probe, api_token_s current", "limit_satellite.sql",
-        "read"),
+    Row("plpgsql_floor", "PL/pgSQL floor: LIMIT probe in a SECURITY DEFINER function",
+        "plpgsql_floor.sql", "read"),
     Row("validate", "validate_production_api_token", "validate.sql", "read"),
     Row("validate_and_refresh", "validate_and_refresh, no refresh due",
         "validate_and_refresh.sql", "read"),
@@ -360,8 +360,9 @@ def load(conn: psycopg.Connection, url: str, plan: Plan) -> dict:
     info: dict = {"foreign_keys_checked_during_load": True, "workers": load_workers()}
     ranges = plan.ranges
     params = {"source": RECORD_SOURCE, "tenants": plan.tenants, "users": plan.users}
-    with step("peer schema (bench.validate_seed_shape)"):
-        conn.execute((BENCH_DIR / "sql" / "peer.sql").read_text(encoding="utf-8"))
+    with step("bench schema (the peer and the PL/pgSQL floor)"):
+        for name in ("peer.sql", "plpgsql_floor.sql"):
+            conn.execute((BENCH_DIR / "sql" / name).read_text(encoding="utf-8"))
         conn.execute("CREATE TABLE bench.token_range (kind text PRIMARY KEY, "
                      "first_i bigint NOT NULL, last_i bigint NOT NULL)")
         for kind, (first, last) in ranges.items():
@@ -399,12 +400,13 @@ def load(conn: psycopg.Connection, url: str, plan: Plan) -> dict:
               f"with {workers} workers"):
         parallel(url, derive, replica=replica)
     # Biggest first, so the workers finish together.
-    extra = ("bench.hot_token, bench.token_last_used", [
+    extra = ("bench.hot_token, bench.peer_token", [
         ("CREATE TABLE bench.hot_token AS SELECT token_hash FROM bench.load_token "
          "WHERE kind = 'hot'", {}),
         ("ALTER TABLE bench.hot_token ADD PRIMARY KEY (token_hash)", {}),
-        ("INSERT INTO bench.token_last_used (api_token_hk) "
-         "SELECT api_token_hk FROM bench.load_token WHERE kind = 'read'", {}),
+        ("INSERT INTO bench.peer_token (token_hash, api_token_hk, user_hk, tenant_hk, scope, "
+         "expires_at) SELECT token_hash, api_token_hk, user_hk, tenant_hk, scope, expires_at "
+         "FROM bench.load_token WHERE kind = 'read'", {}),
     ])
     vault = [(table, [(sql, params)]) for table, sql in LOAD_VAULT]
     order = ["auth.api_token_s", "auth.api_token_bridge", "auth.user_token_l",
@@ -450,7 +452,11 @@ def sanity_check(conn: psycopg.Connection, plan: Plan) -> None:
                     "FROM auth.validate_and_refresh_api_token(%s)", (bench_token(i),)).fetchone()
                 if row[0] is not True or row[1] != "NO_REFRESH_NEEDED":
                     raise RuntimeError(f"{kind} token {i}: validate_and_refresh gave {row}")
-                for fn in ("auth.validate_production_api_token", "bench.validate_seed_shape"):
+                # The peer's table and the floor hold the read range only.
+                fns = ["auth.validate_production_api_token"]
+                if kind == "read":
+                    fns += ["bench.validate_seed_shape", "bench.validate_floor"]
+                for fn in fns:
                     ok = conn.execute(f"SELECT is_valid, message FROM {fn}(%s)",  # noqa: S608
                                       (bench_token(i),)).fetchone()
                     if ok[0] is not True:

@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 TIMED_ROWS = {
-    "floor", "limit_bridge", "limit_satellite", "validate", "validate_and_refresh",
+    "floor", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh",
     "validate_and_refresh_debounce", "peer_seed", "rotate_validate_and_refresh",
     "rotate_refresh_enhanced",
 }
