@@ -522,6 +522,11 @@ def test_a_refresh_the_replica_defers_happens_on_the_primary(site, http, conn) -
     mid = s.counts()
     nxt = http.get("/replica/whoami", headers=bearer(new))
     assert nxt.status_code == 200 and "x-new-token" not in nxt.headers
+    assert (s.counts()[0] - mid[0], s.counts()[1] - mid[1]) == (1, 1), \
+        "the successor's first use is recorded on the primary (it starts the grace)"
+    mid = s.counts()
+    nxt = http.get("/replica/whoami", headers=bearer(new))
+    assert nxt.status_code == 200 and "x-new-token" not in nxt.headers
     assert (s.counts()[0] - mid[0], s.counts()[1] - mid[1]) == (0, 1), "replica alone"
 
     again = http.get("/replica/whoami", headers=bearer(token))

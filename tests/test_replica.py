@@ -277,11 +277,6 @@ def test_the_middleware_validates_on_the_replica_and_refreshes_on_the_primary(
         assert r.execute(VALIDATE, (new, "api:read")).fetchone()[0] is True
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "WEAKNESS: a successor validated only on replicas is never recorded as used (usage "
-    "needs the primary, and the middleware takes the replica's valid answer as final), so "
-    "its predecessor's grace window never starts: the rotated token stays valid until its "
-    "own expiry and reuse of it is never detected; see the reliability report"))
 def test_using_the_successor_through_a_replica_starts_the_predecessors_grace(
         replication, primary):
     old = make_token(primary, "3 days", user="grace-replica")

@@ -99,6 +99,13 @@ BEGIN
         was_refreshed := TRUE;
         refresh_reason := 'ALREADY_REFRESHED';
         message := 'Token valid; it was refreshed already, use the new token';
+    ELSIF v_token.predecessor_hk IS NOT NULL AND v_token.last_used_at IS NULL
+          AND pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        -- A successor's first use starts its predecessor's grace window, and only the
+        -- primary can record it: a caller on a replica must ask the primary once, or the
+        -- predecessor would stay valid until its own expiry.
+        refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
+        message := 'Token valid; its first use must be recorded on the primary';
     ELSIF pg_catalog.now() < v_token.refresh_after THEN
         IF v_token.refresh_after = 'infinity' THEN
             refresh_reason := 'MAX_LIFETIME_REACHED';

@@ -88,9 +88,15 @@ describe('replica routing', () => {
     const successor = await h.bridgeRow(primaryPool, newToken);
     assert.ok(successor, 'the successor exists on the primary');
 
-    // The successor now validates on the replica alone.
-    const mid = counts();
-    const next = await fetch(`${server.url}/whoami`, auth(newToken));
+    // The successor's first use goes to the primary, which records it and so starts
+    // the predecessor's grace window; after that it validates on the replica alone.
+    let mid = counts();
+    let next = await fetch(`${server.url}/whoami`, auth(newToken));
+    assert.equal(next.status, 200);
+    assert.equal(next.headers.get('x-new-token'), null);
+    assert.deepEqual(delta(mid), { primary: 1, replica: 1 });
+    mid = counts();
+    next = await fetch(`${server.url}/whoami`, auth(newToken));
     assert.equal(next.status, 200);
     assert.equal(next.headers.get('x-new-token'), null);
     assert.deepEqual(delta(mid), { primary: 0, replica: 1 });
