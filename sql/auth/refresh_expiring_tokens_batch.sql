@@ -26,6 +26,7 @@ DECLARE
     v_threshold interval := pg_catalog.make_interval(days => p_threshold_days);
     v_take integer;
     v_hashes bytea[];
+    v_resume_at timestamptz := '-infinity'::timestamptz;
     v_extend bytea[];
     v_rotate bytea[];
     v_extended integer := 0;
@@ -86,11 +87,19 @@ BEGIN
             v_take := least(p_batch_size, coalesce(p_max_tokens - v_extended - v_enqueued - v_failed,
                                                    p_batch_size));
             EXIT WHEN v_take <= 0;
-            SELECT pg_catalog.array_agg(b.token_hash) INTO v_hashes
+            -- Keyset: start where the last batch ended. The rows this transaction has
+            -- already handled leave index entries it cannot skip for free (they stay live
+            -- to it until commit), and rescanning them made every batch slower than the
+            -- one before (33 ms instead of 2 ms per batch after 80,000 tokens).
+            SELECT pg_catalog.array_agg(b.token_hash), pg_catalog.max(b.refresh_after),
+                   pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'EXTEND'),
+                   pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'ROTATE')
+            INTO v_hashes, v_resume_at, v_extend, v_rotate
             FROM (
-                SELECT b0.token_hash
+                SELECT b0.token_hash, b0.refresh_after, b0.token_type
                 FROM auth.api_token_bridge AS b0
                 WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
+                  AND b0.refresh_after >= v_resume_at
                   AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
                        OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold
                            -- an explicit threshold may exceed what an extension gains: never
@@ -105,16 +114,10 @@ BEGIN
                 ORDER BY b0.refresh_after
                 LIMIT v_take
                 FOR UPDATE OF b0 SKIP LOCKED
-            ) AS b;
+            ) AS b
+            INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type;
             EXIT WHEN v_hashes IS NULL;
             v_batches := v_batches + 1;
-
-            SELECT pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'EXTEND'),
-                   pg_catalog.array_agg(b.token_hash) FILTER (WHERE p.strategy = 'ROTATE')
-            INTO v_extend, v_rotate
-            FROM auth.api_token_bridge AS b
-            INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type
-            WHERE b.token_hash = ANY(v_hashes);
 
             IF v_extend IS NOT NULL THEN
                 SELECT v_extended + (pg_catalog.count(*) FILTER (WHERE e.o_extended))::integer,
