@@ -118,14 +118,19 @@ BEGIN
         PERFORM auth._extend_tokens(ARRAY[v_hash], p_trigger, v_source);
         o_message := 'Token expiry extended (' || o_refresh_reason || ')';
         o_refresh_reason := 'EXPIRY_EXTENDED';
+        UPDATE auth.token_refresh_outbox AS o
+        SET processed_at = pg_catalog.clock_timestamp(), outcome = o_refresh_reason
+        WHERE o.api_token_hk = v_token.api_token_hk AND o.processed_at IS NULL;
     ELSE
         v_successor := auth._issue_token(
             v_token.user_hk, v_token.tenant_hk, v_token.scope, v_token.token_type,
             v_new_expires_at, v_source, v_token.family_hk, v_token.family_started_at,
             v_token.generation + 1, v_token.api_token_hk
         );
-        -- The lineage link, the successor kept for the predecessor's holder and the end of
-        -- the grandparent (only the immediate predecessor gets grace) in one statement.
+        -- One statement (each PL/pgSQL statement pays its own executor start): the
+        -- lineage link, the end of the grandparent (only the immediate predecessor gets
+        -- grace), the refresh event, the outbox entry it settles, and the successor kept
+        -- for the predecessor's holder.
         WITH lineage AS (
             INSERT INTO auth.token_rotation_l (
                 link_token_rotation_hk, predecessor_hk, successor_hk, tenant_hk, record_source
@@ -138,6 +143,20 @@ BEGIN
             UPDATE auth.api_token_bridge AS b
             SET valid_until = least(b.valid_until, v_now), successor_secret = NULL
             WHERE b.api_token_hk = v_token.predecessor_hk
+        ),
+        logged AS (
+            INSERT INTO auth.token_refresh_event (
+                api_token_hk, tenant_hk, refresh_trigger, outcome, reason, successor_hk,
+                old_expires_at, new_expires_at
+            ) VALUES (
+                v_token.api_token_hk, v_token.tenant_hk, p_trigger, 'ROTATED', o_refresh_reason,
+                v_successor.o_api_token_hk, v_token.expires_at, v_new_expires_at
+            )
+        ),
+        settled AS (
+            UPDATE auth.token_refresh_outbox AS o
+            SET processed_at = pg_catalog.clock_timestamp(), outcome = o_refresh_reason
+            WHERE o.api_token_hk = v_token.api_token_hk AND o.processed_at IS NULL
         )
         UPDATE auth.api_token_bridge AS b
         SET successor_hk = v_successor.o_api_token_hk,
@@ -148,12 +167,7 @@ BEGIN
         WHERE b.token_hash = v_hash;
         o_new_token := v_successor.o_token;
         o_message := 'Token rotated (' || o_refresh_reason || ')';
-        PERFORM auth._log_refresh_event(v_token, p_trigger, 'ROTATED', o_refresh_reason,
-                                        v_successor.o_api_token_hk, v_new_expires_at);
     END IF;
-    UPDATE auth.token_refresh_outbox AS o
-    SET processed_at = pg_catalog.clock_timestamp(), outcome = o_refresh_reason
-    WHERE o.api_token_hk = v_token.api_token_hk AND o.processed_at IS NULL;
     o_success := TRUE;
     o_expires_at := v_new_expires_at;
 END;
