@@ -24,6 +24,7 @@ DECLARE
     v_started timestamptz := pg_catalog.clock_timestamp();
     v_now timestamptz := pg_catalog.now();
     v_threshold interval := pg_catalog.make_interval(days => p_threshold_days);
+    v_due_bound timestamptz;
     v_take integer;
     v_hashes bytea[];
     v_resume_at timestamptz := '-infinity'::timestamptz;
@@ -61,6 +62,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Every candidate lies in the due index up to this bound. With a threshold: a token
+    -- expiring within it has refresh_after <= expires_at - its policy's threshold (or
+    -- earlier, when predicted idle), so <= now + threshold - the smallest threshold.
+    v_due_bound := v_now + coalesce(
+        v_threshold - (SELECT pg_catalog.min(p.refresh_threshold) FROM auth.token_refresh_policy AS p),
+        '0'::interval);
+
     IF coalesce(p_dry_run, FALSE) THEN
         SELECT (pg_catalog.count(*) FILTER (WHERE p.strategy = 'EXTEND'))::integer,
                (pg_catalog.count(*) FILTER (WHERE p.strategy = 'ROTATE'))::integer,
@@ -73,8 +81,8 @@ BEGIN
             SELECT b0.token_hash, pg_catalog.row_number() OVER (ORDER BY b0.refresh_after) AS n
             FROM auth.api_token_bridge AS b0
             WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
-              AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
-                   OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold))
+              AND b0.refresh_after <= v_due_bound
+              AND (v_threshold IS NULL OR b0.expires_at <= v_now + v_threshold)
               AND b0.refresh_enqueued_at IS NULL
             LIMIT p_max_tokens
         ) AS d
@@ -99,12 +107,12 @@ BEGIN
                 SELECT b0.token_hash, b0.refresh_after, b0.token_type
                 FROM auth.api_token_bridge AS b0
                 WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
-                  AND b0.refresh_after >= v_resume_at
-                  AND ((v_threshold IS NULL AND b0.refresh_after <= v_now)
-                       OR (v_threshold IS NOT NULL AND b0.expires_at <= v_now + v_threshold
+                  AND b0.refresh_after >= v_resume_at AND b0.refresh_after <= v_due_bound
+                  AND (v_threshold IS NULL
+                       OR (b0.expires_at <= v_now + v_threshold
                            -- an explicit threshold may exceed what an extension gains: never
-                           -- take a token this run extended (or one at its cap) again
-                           AND b0.refresh_after <> 'infinity'
+                           -- take a token this run extended again (one at its cap has
+                           -- refresh_after 'infinity', past the bound)
                            AND NOT EXISTS (
                                SELECT FROM auth.token_refresh_policy AS p
                                WHERE p.token_type = b0.token_type AND p.strategy = 'EXTEND'
