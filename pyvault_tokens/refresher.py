@@ -44,7 +44,7 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: time, level, event and the record's extra fields."""
 
     FIELDS = ("name_", "token_prefix", "reason", "outcome", "checked", "refreshed", "failed",
-              "error", "retry_in", "channel")
+              "error", "retry_in", "channel", "detail", "hint")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
@@ -53,6 +53,18 @@ class JsonLogFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key.rstrip("_")] = getattr(record, key)
         return json.dumps(entry, default=str)
+
+
+# Errors that retrying cannot cure: the login lacks pyvault_refresher, or the database
+# has not been migrated. The service stops on them with one clear log line, exit code 2.
+SETUP_ERRORS = (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction,
+                psycopg.errors.InvalidSchemaName)
+SETUP_HINT = ("grant pyvault_refresher to the service's login and run "
+              "`pyvault-tokens migrate` on the database")
+
+
+class RefresherSetupError(Exception):
+    """The database refuses the refresher's work; see SETUP_HINT."""
 
 
 @dataclass
@@ -156,6 +168,12 @@ class TokenRefreshService:
                 try:
                     await self.sweep()
                     backoff = 1.0
+                except SETUP_ERRORS as exc:
+                    # The server's message names a function or a table, never a value.
+                    log.error("refresher is not set up on this database", extra={
+                        "error": type(exc).__name__, "detail": str(exc).splitlines()[0],
+                        "hint": SETUP_HINT})
+                    raise RefresherSetupError(str(exc).splitlines()[0]) from None
                 except psycopg.OperationalError as exc:
                     log.warning("database unavailable",
                                 extra={"error": type(exc).__name__, "retry_in": backoff})
@@ -190,4 +208,7 @@ def run_service(database_url: str, store_path: str, *, sweep_interval: float,
             loop.add_signal_handler(sig, service.stop)
         await service.run(once=once)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except RefresherSetupError:
+        raise SystemExit(2) from None

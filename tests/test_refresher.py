@@ -163,6 +163,23 @@ def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, ref
         successor, "the restart received the very successor the crashed run created"
 
 
+def test_a_login_without_the_refresher_role_stops_with_a_clear_error(tmp_path, conn, db_url):
+    conn.execute("DO $$ BEGIN CREATE ROLE refresher_nobody LOGIN;"
+                 " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    token = make_token(conn, "3 days", user="svc-nobody")
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("x", token)
+    result = _run_once(psycopg.conninfo.make_conninfo(db_url, user="refresher_nobody"), path)
+    assert result.returncode == 2, "a setup error is not retried"
+    assert "Traceback" not in result.stderr
+    [line] = [json.loads(x) for x in result.stderr.splitlines() if "not set up" in x]
+    assert line["level"] == "error" and line["error"] == "InsufficientPrivilege"
+    assert "pyvault_refresher" in line["hint"]
+    assert TokenStore(path).get("x").token == token
+    assert conn.execute("SELECT (tests.bridge(%s)).successor_hk IS NULL",
+                        (token,)).fetchone()[0], "nothing was refreshed"
+
+
 def test_database_errors_are_retried_not_fatal(tmp_path):
     path = tmp_path / "tokens.json"
     TokenStore(path).put("x", "ovt_prod_" + "a" * 64)
