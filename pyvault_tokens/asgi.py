@@ -242,7 +242,15 @@ class TokenRefreshMiddleware:
                        error=_redact(exc))
             return await self._query(self.pool, token, scope)
         if row["refresh_reason"] == "REFRESH_DEFERRED_READ_ONLY":
-            return await self._query(self.pool, token, scope)
+            try:
+                return await self._query(self.pool, token, scope)
+            except Exception as exc:
+                # The token is valid; only its refresh (or first-use record) waits. A
+                # primary outage must not turn a valid token into a failed request.
+                self._emit(logging.WARNING, "primary unavailable, the replica's answer stands",
+                           code=getattr(exc, "sqlstate", None) or type(exc).__name__,
+                           error=_redact(exc))
+                return row
         if (not row["is_valid"] and row["refresh_reason"] != "INSUFFICIENT_SCOPE"
                 and self.confirm_invalid_on_primary):
             return await self._query(self.pool, token, scope)

@@ -172,6 +172,7 @@ class Site:
                                 confirm_invalid_on_primary=False)),
             Mount("/down", mw(inner, self.down_pool)),
             Mount("/deadreplica", mw(inner, self.primary, replica_pool=self.down_pool)),
+            Mount("/deadprimary", mw(inner, self.down_pool, replica_pool=self.replica)),
         ], lifespan=lifespan)
 
     def counts(self) -> tuple[int, int]:
@@ -560,6 +561,20 @@ def test_replica_routing_of_refusals_scopes_and_failures(site, http, conn) -> No
     assert delta("/replica/whoami", fresh) == (200, (0, 1)), "no refresh: the replica alone"
     r = http.get("/deadreplica/whoami", headers=bearer(fresh))
     assert r.status_code == 200, "a dead replica falls back to the primary"
+
+
+def test_a_dead_primary_leaves_the_replicas_valid_answer_standing(site, http, conn,
+                                                                  caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="pyvault_tokens.asgi")
+    due = make_token(conn, "3 days")
+    r = http.get("/deadprimary/whoami", headers=bearer(due))
+    assert r.status_code == 200, "the refresh waits; the valid token is served"
+    assert "x-new-token" not in r.headers
+    assert successors(conn, due) == 0
+    assert any("primary unavailable, the replica's answer stands" in m
+               for m in caplog.messages)
+    assert http.get("/deadprimary/whoami",
+                    headers=bearer(make_token(conn, "30 days"))).status_code == 200
 
 
 # -- logs ----------------------------------------------------------------------------------

@@ -163,7 +163,17 @@ async function validate(ctx, token, scope) {
     return queryOne(ctx.pool, token, scope);
   }
   if (row.refresh_reason === 'REFRESH_DEFERRED_READ_ONLY') {
-    return queryOne(ctx.pool, token, scope);
+    try {
+      return await queryOne(ctx.pool, token, scope);
+    } catch (err) {
+      // The token is valid; only its refresh (or first-use record) waits. A primary
+      // outage must not turn a valid token into a failed request.
+      ctx.log('warn', "primary unavailable, the replica's answer stands", {
+        code: err && err.code,
+        error: redact(err && err.message),
+      });
+      return row;
+    }
   }
   if (!row.is_valid && row.refresh_reason !== 'INSUFFICIENT_SCOPE' && ctx.confirmInvalidOnPrimary) {
     return queryOne(ctx.pool, token, scope);

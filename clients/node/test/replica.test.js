@@ -131,6 +131,26 @@ describe('replica routing', () => {
     assert.deepEqual(delta(before), { primary: 0, replica: 1 });
   });
 
+  it('serves the replica\'s valid answer when the primary is unreachable after a deferral', async () => {
+    const port = await h.closedPort();
+    const deadPrimary = new Pool({ host: '127.0.0.1', port, user: 'nobody', database: 'nothing', connectionTimeoutMillis: 2000 });
+    deadPrimary.on('error', () => {});
+    const a = express();
+    a.get('/whoami', createTokenMiddleware({ pool: deadPrimary, replicaPool: replica, logger: null }), (req, res) => res.json({}));
+    const s = await h.startServer(a);
+    try {
+      const token = await h.issueToken(primaryPool, owner, { expiresIn: '3 days' });
+      const res = await fetch(`${s.url}/whoami`, auth(token));
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-new-token'), null);
+      const row = await h.bridgeRow(primaryPool, token);
+      assert.equal(row.successor_hk, null, 'nothing was rotated');
+    } finally {
+      await s.close();
+      await deadPrimary.end();
+    }
+  });
+
   it('falls back to the primary when the replica is unreachable', async () => {
     const port = await h.closedPort();
     const deadReplica = new Pool({ host: '127.0.0.1', port, user: 'nobody', database: 'nothing', connectionTimeoutMillis: 2000 });
