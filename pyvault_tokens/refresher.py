@@ -55,12 +55,13 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-# Errors that retrying cannot cure: the login lacks pyvault_refresher, or the database
-# has not been migrated. The service stops on them with one clear log line, exit code 2.
+# Errors that retrying cannot cure: the login lacks pyvault_refresher, the database has
+# not been migrated, or it is a read-only standby. The service stops on them with one
+# clear log line, exit code 2.
 SETUP_ERRORS = (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction,
-                psycopg.errors.InvalidSchemaName)
-SETUP_HINT = ("grant pyvault_refresher to the service's login and run "
-              "`pyvault-tokens migrate` on the database")
+                psycopg.errors.InvalidSchemaName, psycopg.errors.ReadOnlySqlTransaction)
+SETUP_HINT = ("grant pyvault_refresher to the service's login, run `pyvault-tokens "
+              "migrate` on the database, and point the service at the primary")
 
 
 class RefresherSetupError(Exception):
@@ -127,11 +128,20 @@ class TokenRefreshService:
                 outcome = await self.refresh_one(conn, name, stored.token)
                 result.refreshed += outcome == "refreshed"
                 result.failed += outcome in ("failed", "invalid")
-            # Tell monitoring this service is alive and which tokens it looks after.
-            await conn.execute(
-                "SELECT auth.record_refresher_heartbeat(p_instance => %(instance)s::text,"
-                " p_tokens => %(tokens)s::text[])",
-                {"instance": self.instance, "tokens": [t.token for _, t in self.store.items()]})
+            # Tell monitoring this service is alive and which tokens it looks after. A login
+            # that may refresh but not report (say, an API login kept from before the
+            # pyvault_refresher role existed) keeps refreshing: that matters more.
+            try:
+                await conn.execute(
+                    "SELECT auth.record_refresher_heartbeat(p_instance => %(instance)s::text,"
+                    " p_tokens => %(tokens)s::text[])",
+                    {"instance": self.instance,
+                     "tokens": [t.token for _, t in self.store.items()]})
+            except psycopg.errors.InsufficientPrivilege as exc:
+                log.error("heartbeat refused; refreshing goes on, but monitoring will report "
+                          "this refresher as not seen", extra={
+                              "error": type(exc).__name__, "detail": str(exc).splitlines()[0],
+                              "hint": "grant pyvault_refresher to the service's login"})
         log.info("sweep done", extra={"checked": result.checked, "refreshed": result.refreshed,
                                       "failed": result.failed})
         return result

@@ -180,6 +180,22 @@ def test_a_login_without_the_refresher_role_stops_with_a_clear_error(tmp_path, c
                         (token,)).fetchone()[0], "nothing was refreshed"
 
 
+def test_an_api_login_from_before_the_refresher_role_still_refreshes(tmp_path, conn, db_url):
+    # Before migration 0006 the refresher ran as an API login, which may refresh but no
+    # longer report a heartbeat: an upgrade must not stop the refreshing.
+    conn.execute("DO $$ BEGIN CREATE ROLE refresher_legacy LOGIN IN ROLE pyvault_api;"
+                 " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    token = make_token(conn, "3 days", user="svc-legacy")
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("legacy", token)
+    result = _run_once(psycopg.conninfo.make_conninfo(db_url, user="refresher_legacy"), path)
+    assert result.returncode == 0, result.stderr
+    new = TokenStore(path).get("legacy").token
+    assert new != token and _valid(conn, new), "the token was refreshed"
+    [line] = [json.loads(x) for x in result.stderr.splitlines() if "heartbeat refused" in x]
+    assert line["level"] == "error" and "pyvault_refresher" in line["hint"]
+
+
 def test_database_errors_are_retried_not_fatal(tmp_path):
     path = tmp_path / "tokens.json"
     TokenStore(path).put("x", "ovt_prod_" + "a" * 64)
