@@ -44,6 +44,13 @@ def yoyo_url(database_url: str) -> str:
     return database_url
 
 
+class MigrateRefused(Exception):
+    """Migrate found the database unsafe to install into, and wrote nothing.
+
+    ``str()`` is one line: what is wrong and what to do about it.
+    """
+
+
 @dataclass
 class MigrateResult:
     applied: list[str] = field(default_factory=list)
