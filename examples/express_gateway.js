@@ -56,7 +56,9 @@ function newPool(connectionString) {
 }
 
 function buildApp({ pool, replicaPool, upstream }) {
-  const auth = createTokenMiddleware({ pool, replicaPool });
+  // respond: true answers refusals with the built-in JSON bodies (the Python
+  // middleware's, byte for byte); without it they go to next(err), for an error handler.
+  const auth = createTokenMiddleware({ pool, replicaPool, respond: true });
   const app = express();
   app.disable('x-powered-by');
 

@@ -3,19 +3,30 @@
 // Express (connect-style) middleware that validates `Authorization: Bearer <token>` with
 // auth.validate_and_refresh_api_token and hands a refreshed token back in X-New-Token.
 // Written against plain node:http request/response objects, so it needs no express.
+//
+// A refusal is an error object (lib/errors.js) passed to next(err), for the application's
+// error handler, or with `respond: true` answered here with the built-in JSON bodies,
+// which the Python middleware answers byte for byte.
 
 const { isWellFormedToken, tokenPrefix, redact } = require('./format');
+const errors = require('./errors');
+const { lineLogger, makeLog } = require('./log');
+const { unless } = require('./unless');
 
 const VALIDATE_SQL = 'SELECT * FROM auth.validate_and_refresh_api_token($1::text, $2::text)';
 
 // RFC 6750 scope-token characters: printable ASCII except space, `"` and `\`.
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 
-const BODY_INVALID_TOKEN = '{"error":"invalid_token"}';
-const BODY_INSUFFICIENT_SCOPE = '{"error":"insufficient_scope"}';
-const BODY_UNAVAILABLE = '{"error":"temporarily_unavailable"}';
-const BODY_UNAUTHORIZED = '{"error":"unauthorized"}';
-const RETRY_AFTER_SECONDS = '5';
+// The built-in bodies of `respond: true`, one per error code.
+const BODIES = {
+  credentials_required: '{"error":"unauthorized"}',
+  invalid_token: '{"error":"invalid_token"}',
+  insufficient_scope: '{"error":"insufficient_scope"}',
+  temporarily_unavailable: '{"error":"temporarily_unavailable"}',
+};
+// Codes whose body says more with `explainErrors: true`.
+const EXPLAINED = new Set(['invalid_token', 'insufficient_scope']);
 
 // Marks a request this middleware (one createTokenMiddleware call) already validated,
 // so a later requireScope() on the same request decides without another query.
@@ -31,19 +42,6 @@ function checkQueryable(pool, what) {
   if (!pool || typeof pool.query !== 'function') {
     throw new TypeError(`${what} must have a query() method, such as a pg.Pool`);
   }
-}
-
-function makeLog(logger) {
-  return function log(level, message, fields) {
-    if (!logger) return;
-    const fn = typeof logger[level] === 'function' ? logger[level] : logger.log;
-    if (typeof fn !== 'function') return;
-    try {
-      fn.call(logger, `pyvault-tokens: ${message}`, fields);
-    } catch {
-      // A failing logger must not fail the request.
-    }
-  };
 }
 
 // The token of `Authorization: Bearer <token>`; undefined when there is no header or it
@@ -64,6 +62,14 @@ function send(res, status, body, headers) {
   res.setHeader('Cache-Control', 'no-store');
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.end(body);
+}
+
+// The built-in answer to a refusal (`respond: true`).
+function respond(ctx, res, err) {
+  const body = ctx.explainErrors && EXPLAINED.has(err.code)
+    ? JSON.stringify({ error: err.code, reason: err.reason, message: err.message })
+    : BODIES[err.code];
+  send(res, err.status, body, err.headers);
 }
 
 function toIsoString(value) {
@@ -117,33 +123,46 @@ function createTokenMiddleware(options = {}) {
     pool,
     replicaPool = null,
     requiredScope = 'api:read',
+    credentialsRequired = true,
+    respond: respondHere = false,
     explainErrors = false,
     confirmInvalidOnPrimary = true,
-    logger = console,
+    logger = lineLogger,
   } = options;
   checkQueryable(pool, 'createTokenMiddleware: options.pool');
   if (replicaPool != null) checkQueryable(replicaPool, 'createTokenMiddleware: options.replicaPool');
   checkScope(requiredScope, 'createTokenMiddleware: options.requiredScope');
-  const log = makeLog(logger);
-  const ctx = { pool, replicaPool, explainErrors: Boolean(explainErrors), confirmInvalidOnPrimary, log };
+  const ctx = {
+    pool,
+    replicaPool,
+    respond: Boolean(respondHere),
+    explainErrors: Boolean(explainErrors),
+    confirmInvalidOnPrimary,
+    log: makeLog(logger),
+  };
 
-  const middleware = handlerFor(ctx, requiredScope);
+  const middleware = handlerFor(ctx, requiredScope, Boolean(credentialsRequired));
+  // A route that demands a scope demands a token, whatever credentialsRequired says.
   middleware.requireScope = function requireScope(scope) {
     checkScope(scope, 'requireScope(scope)');
-    return handlerFor(ctx, scope);
+    return handlerFor(ctx, scope, true);
   };
   return middleware;
 }
 
-function handlerFor(ctx, scope) {
-  return function pyvaultTokens(req, res, next) {
-    authenticate(ctx, scope, req, res).then(
-      (passed) => {
-        if (passed) next();
+function handlerFor(ctx, scope, credentialsRequired) {
+  const handler = function pyvaultTokens(req, res, next) {
+    authenticate(ctx, scope, credentialsRequired, req, res).then(
+      (refusal) => {
+        if (!refusal) next();
+        else if (ctx.respond) respond(ctx, res, refusal);
+        else next(refusal);
       },
       (err) => next(err),
     );
   };
+  handler.unless = (options) => unless(handler, options);
+  return handler;
 }
 
 // The answer of the replica when there is one, else of the primary. The primary is asked
@@ -181,43 +200,26 @@ async function validate(ctx, token, scope) {
   return row;
 }
 
-function rejectInvalid(ctx, res, reason, message) {
-  const body = ctx.explainErrors
-    ? JSON.stringify({ error: 'invalid_token', reason, message })
-    : BODY_INVALID_TOKEN;
-  send(res, 401, body, { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
-}
-
-function rejectScope(ctx, res, scope, reason, message) {
-  const body = ctx.explainErrors
-    ? JSON.stringify({ error: 'insufficient_scope', reason, message })
-    : BODY_INSUFFICIENT_SCOPE;
-  send(res, 403, body, {
-    'WWW-Authenticate': `Bearer error="insufficient_scope", scope="${scope}"`,
-  });
-}
-
-async function authenticate(ctx, scope, req, res) {
+// Null when the request may go on (with req.pyvault and req.auth set when it carried a
+// valid token), else the refusal as an error object.
+async function authenticate(ctx, scope, credentialsRequired, req, res) {
   const token = bearerToken(req.headers && req.headers.authorization);
   if (token === undefined) {
-    // RFC 6750 3.1: a request without credentials gets a challenge without an error code.
-    send(res, 401, BODY_UNAUTHORIZED, { 'WWW-Authenticate': 'Bearer' });
-    return false;
+    if (!credentialsRequired) return null;
+    return errors.credentialsRequired();
   }
   if (!isWellFormedToken(token)) {
     // Nothing of a malformed token is logged: it may be short enough to be all prefix.
     ctx.log('warn', 'token rejected', { reason: 'MALFORMED', length: token.length });
-    rejectInvalid(ctx, res, 'TOKEN_INVALID', 'Token format is invalid');
-    return false;
+    return errors.invalidToken('TOKEN_INVALID', 'Token format is invalid');
   }
   const prefix = tokenPrefix(token);
 
   const earlier = req[VALIDATED];
   if (earlier && earlier.ctx === ctx && earlier.token === token && req.pyvault) {
-    if (req.pyvault.scope.includes(scope)) return true;
+    if (req.pyvault.scope.includes(scope)) return null;
     ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
-    rejectScope(ctx, res, scope, 'INSUFFICIENT_SCOPE', 'Token lacks the required scope');
-    return false;
+    return errors.insufficientScope(scope, 'INSUFFICIENT_SCOPE', 'Token lacks the required scope');
   }
 
   let row;
@@ -229,24 +231,21 @@ async function authenticate(ctx, scope, req, res) {
       code: err && err.code,
       error: redact(err && err.message),
     });
-    send(res, 503, BODY_UNAVAILABLE, { 'Retry-After': RETRY_AFTER_SECONDS });
-    return false;
+    return errors.unavailable(err);
   }
 
   const reason = row.refresh_reason;
   if (!row.is_valid) {
     if (reason === 'INSUFFICIENT_SCOPE') {
       ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
-      rejectScope(ctx, res, scope, reason, row.message);
-    } else {
-      ctx.log('warn', 'token rejected', { token: prefix, reason, message: redact(row.message) });
-      rejectInvalid(ctx, res, reason || 'TOKEN_INVALID', row.message);
+      return errors.insufficientScope(scope, reason, row.message);
     }
-    return false;
+    ctx.log('warn', 'token rejected', { token: prefix, reason, message: redact(row.message) });
+    return errors.invalidToken(reason || 'TOKEN_INVALID', row.message);
   }
 
   const expiresAt = row.expires_at instanceof Date ? row.expires_at : new Date(row.expires_at);
-  req.pyvault = {
+  const identity = {
     userHk: toHex(row.user_hk),
     tenantHk: toHex(row.tenant_hk),
     scope: Array.isArray(row.scope) ? row.scope : [],
@@ -254,6 +253,8 @@ async function authenticate(ctx, scope, req, res) {
     wasRefreshed: Boolean(row.was_refreshed),
     refreshReason: reason,
   };
+  req.pyvault = identity;
+  req.auth = identity; // express-jwt's property
   req[VALIDATED] = { ctx, token };
 
   if (row.was_refreshed || row.new_token != null) {
@@ -269,7 +270,9 @@ async function authenticate(ctx, scope, req, res) {
       newToken: row.new_token != null,
       expiresAt: toIsoString(row.expires_at),
     });
-  } else if (reason === 'REFRESH_FAILED') {
+    return null;
+  }
+  if (reason === 'REFRESH_FAILED') {
     ctx.log('warn', 'token refresh failed, the token stays valid', {
       token: prefix,
       message: redact(row.message),
@@ -277,7 +280,7 @@ async function authenticate(ctx, scope, req, res) {
   } else if (reason === 'REFRESH_DEFERRED_READ_ONLY') {
     ctx.log('info', 'token refresh deferred: the database is read-only', { token: prefix });
   }
-  return true;
+  return null;
 }
 
 module.exports = { createTokenMiddleware, VALIDATE_SQL };

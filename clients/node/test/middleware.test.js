@@ -1,7 +1,8 @@
 'use strict';
 
 // End-to-end tests of the Express middleware against a real database (DATABASE_URL)
-// and a real HTTP server on 127.0.0.1.
+// and a real HTTP server on 127.0.0.1. These use `respond: true`, the built-in answers
+// (which the Python middleware gives byte for byte); errors.test.js covers next(err).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -53,9 +54,9 @@ describe('createTokenMiddleware', () => {
     pool = h.newPool();
     counted = h.countingPool(pool);
     owner = await h.makeUser(pool, 'node-middleware', 'alice');
-    server = await h.startServer(buildApp(createTokenMiddleware({ pool: counted, logger: capture.logger })));
+    server = await h.startServer(buildApp(createTokenMiddleware({ pool: counted, respond: true, logger: capture.logger })));
     explainServer = await h.startServer(
-      buildApp(createTokenMiddleware({ pool, explainErrors: true, logger: capture.logger })),
+      buildApp(createTokenMiddleware({ pool, respond: true, explainErrors: true, logger: capture.logger })),
     );
   });
 
@@ -227,7 +228,7 @@ describe('createTokenMiddleware', () => {
     const port = await h.closedPort();
     const downPool = new Pool({ host: '127.0.0.1', port, user: 'nobody', database: 'nothing', connectionTimeoutMillis: 2000 });
     downPool.on('error', () => {});
-    const down = await h.startServer(buildApp(createTokenMiddleware({ pool: downPool, logger: capture.logger })));
+    const down = await h.startServer(buildApp(createTokenMiddleware({ pool: downPool, respond: true, logger: capture.logger })));
     try {
       const token = await issue({ expiresIn: '30 days' });
       const res = await get(`${down.url}/whoami`, token);
@@ -247,7 +248,7 @@ describe('createTokenMiddleware', () => {
         throw Object.assign(new Error(`function failed for ${token}`), { code: 'XX000' });
       },
     };
-    const app = buildApp(createTokenMiddleware({ pool: failing, logger: capture.logger }));
+    const app = buildApp(createTokenMiddleware({ pool: failing, respond: true, logger: capture.logger }));
     const broken = await h.startServer(app);
     try {
       const res = await get(`${broken.url}/whoami`, token);

@@ -34,7 +34,7 @@ describe('replica routing', () => {
     owner = await h.makeUser(primaryPool, 'node-replica', 'carol');
     const app = (options) => {
       const a = express();
-      const mw = createTokenMiddleware({ pool: primary, replicaPool: replica, logger: null, ...options });
+      const mw = createTokenMiddleware({ pool: primary, replicaPool: replica, respond: true, logger: null, ...options });
       a.get('/whoami', mw, (req, res) => res.json(req.pyvault));
       a.get('/admin', mw.requireScope('api:admin'), (req, res) => res.json({}));
       return a;
