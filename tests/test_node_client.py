@@ -1,12 +1,13 @@
 """The Node client (clients/node): its own node:test suite, run against a fresh database.
 
-Installs the npm dependencies from the lockfile when they are missing, then runs
+Installs the npm dependencies from the lockfile (`npm ci`) when any is missing, then runs
 `node --test` in clients/node with DATABASE_URL pointing at this module's database.
 A machine without Node.js fails this test: the Node client is part of the package.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,9 +36,27 @@ def _run(args: list[str], env: dict[str, str], timeout: int) -> subprocess.Compl
     )
 
 
+def _missing_packages() -> list[str]:
+    """The lockfile's packages (dev ones included) that node_modules does not hold.
+
+    Checked against package-lock.json rather than a few names, so that a checkout whose
+    node_modules predates a new dependency (prom-client, say) is installed again.
+    """
+    lock = NODE_DIR / "package-lock.json"
+    if not lock.exists():
+        return ["(no package-lock.json)"]
+    packages = json.loads(lock.read_text(encoding="utf-8")).get("packages", {})
+    return [
+        where
+        for where, meta in packages.items()
+        if where.startswith("node_modules/")
+        and not meta.get("optional")
+        and not (NODE_DIR / where / "package.json").is_file()
+    ]
+
+
 def _install(npm: str, env: dict[str, str]) -> None:
-    modules = NODE_DIR / "node_modules"
-    if (modules / "pg").is_dir() and (modules / "express").is_dir():
+    if not _missing_packages():
         return
     if (NODE_DIR / "package-lock.json").exists():
         args = [npm, "ci", "--no-audit", "--no-fund"]

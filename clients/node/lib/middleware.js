@@ -11,6 +11,7 @@
 const { isWellFormedToken, tokenPrefix, redact } = require('./format');
 const errors = require('./errors');
 const { lineLogger, makeLog } = require('./log');
+const { createMetrics } = require('./metrics');
 const { unless } = require('./unless');
 
 const VALIDATE_SQL = 'SELECT * FROM auth.validate_and_refresh_api_token($1::text, $2::text)';
@@ -128,6 +129,7 @@ function createTokenMiddleware(options = {}) {
     explainErrors = false,
     confirmInvalidOnPrimary = true,
     logger = lineLogger,
+    registry = null,
   } = options;
   checkQueryable(pool, 'createTokenMiddleware: options.pool');
   if (replicaPool != null) checkQueryable(replicaPool, 'createTokenMiddleware: options.replicaPool');
@@ -139,6 +141,7 @@ function createTokenMiddleware(options = {}) {
     explainErrors: Boolean(explainErrors),
     confirmInvalidOnPrimary,
     log: makeLog(logger),
+    metrics: createMetrics(registry),
   };
 
   const middleware = handlerFor(ctx, requiredScope, Boolean(credentialsRequired));
@@ -163,6 +166,10 @@ function handlerFor(ctx, scope, credentialsRequired) {
   };
   handler.unless = (options) => unless(handler, options);
   return handler;
+}
+
+function count(ctx, outcome) {
+  if (ctx.metrics) ctx.metrics.count(outcome);
 }
 
 // The answer of the replica when there is one, else of the primary. The primary is asked
@@ -205,42 +212,55 @@ async function validate(ctx, token, scope) {
 async function authenticate(ctx, scope, credentialsRequired, req, res) {
   const token = bearerToken(req.headers && req.headers.authorization);
   if (token === undefined) {
-    if (!credentialsRequired) return null;
+    if (!credentialsRequired) {
+      count(ctx, 'anonymous');
+      return null;
+    }
+    count(ctx, '401');
     return errors.credentialsRequired();
   }
   if (!isWellFormedToken(token)) {
     // Nothing of a malformed token is logged: it may be short enough to be all prefix.
     ctx.log('warn', 'token rejected', { reason: 'MALFORMED', length: token.length });
+    count(ctx, '401');
     return errors.invalidToken('TOKEN_INVALID', 'Token format is invalid');
   }
   const prefix = tokenPrefix(token);
 
   const earlier = req[VALIDATED];
   if (earlier && earlier.ctx === ctx && earlier.token === token && req.pyvault) {
+    // Counted once already, as ok or refreshed; a refusal here is counted too.
     if (req.pyvault.scope.includes(scope)) return null;
     ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
+    count(ctx, '403');
     return errors.insufficientScope(scope, 'INSUFFICIENT_SCOPE', 'Token lacks the required scope');
   }
 
   let row;
+  const started = process.hrtime.bigint();
   try {
     row = await validate(ctx, token, scope);
   } catch (err) {
+    if (ctx.metrics) ctx.metrics.observe(Number(process.hrtime.bigint() - started) / 1e9);
     ctx.log('error', 'token validation unavailable', {
       token: prefix,
       code: err && err.code,
       error: redact(err && err.message),
     });
+    count(ctx, '503');
     return errors.unavailable(err);
   }
+  if (ctx.metrics) ctx.metrics.observe(Number(process.hrtime.bigint() - started) / 1e9);
 
   const reason = row.refresh_reason;
   if (!row.is_valid) {
     if (reason === 'INSUFFICIENT_SCOPE') {
       ctx.log('warn', 'token lacks the required scope', { token: prefix, scope });
+      count(ctx, '403');
       return errors.insufficientScope(scope, reason, row.message);
     }
     ctx.log('warn', 'token rejected', { token: prefix, reason, message: redact(row.message) });
+    count(ctx, '401');
     return errors.invalidToken(reason || 'TOKEN_INVALID', row.message);
   }
 
@@ -270,6 +290,7 @@ async function authenticate(ctx, scope, credentialsRequired, req, res) {
       newToken: row.new_token != null,
       expiresAt: toIsoString(row.expires_at),
     });
+    count(ctx, 'refreshed');
     return null;
   }
   if (reason === 'REFRESH_FAILED') {
@@ -280,6 +301,7 @@ async function authenticate(ctx, scope, credentialsRequired, req, res) {
   } else if (reason === 'REFRESH_DEFERRED_READ_ONLY') {
     ctx.log('info', 'token refresh deferred: the database is read-only', { token: prefix });
   }
+  count(ctx, 'ok');
   return null;
 }
 
