@@ -1,4 +1,9 @@
-"""The pyvault-tokens command line."""
+"""The pyvault-tokens command line.
+
+Every failure a person can cause is one line on stderr, never a traceback or a password.
+Exit codes (see pyvault_tokens.errors): 0 success, 1 a check failed, 2 usage or
+configuration, 3 the database is unavailable; ``alerts`` follows the Nagios convention.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from pyvault_tokens import api
+from pyvault_tokens import api, errors
 from pyvault_tokens.display import token_prefix, ttl_to_interval
+from pyvault_tokens.migrate import MigrateRefused
 from pyvault_tokens.migrate import migrate as run_migrate
+from pyvault_tokens.store import TokenStoreError
 
 # Piped output gets a fixed width instead of rich's 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 120)
@@ -25,15 +32,42 @@ database_option = click.option(
 
 def _require(database: str | None) -> str:
     if not database:
-        raise click.UsageError("no database given: pass --database URL or set DATABASE_URL")
-    return database
+        raise errors.ConfigError("no database given: pass --database URL or set DATABASE_URL")
+    return errors.check_url(database)
 
 
 def _connect(database: str | None) -> psycopg.Connection:
-    try:
-        return psycopg.connect(_require(database), autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot connect to the database: {exc}") from None
+    return psycopg.connect(_require(database), autocommit=True)
+
+
+def _one_line_usage(exc: click.UsageError) -> click.UsageError:
+    """Click's usage error as one line (no usage block), pointing at --help."""
+    if exc.ctx is None:
+        return exc
+    failed = click.UsageError(f"{exc.format_message()} (see `{exc.ctx.command_path} --help`)")
+    failed.exit_code = exc.exit_code
+    return failed
+
+
+class PyvaultGroup(click.Group):
+    """A click group whose commands fail with one line on stderr: usage errors, psycopg
+    errors (classified in pyvault_tokens.errors), token store and migrate refusals."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line_usage(exc) from None
+        except psycopg.Error as exc:
+            raise errors.to_click(exc, ctx.invoked_subcommand) from None
+        except (TokenStoreError, MigrateRefused) as exc:
+            raise errors.ConfigError(errors.one_line(exc)) from None
 
 
 def _read_token(token: str) -> str:
@@ -54,20 +88,22 @@ def _print_row(row: dict, title: str) -> None:
     out.print(table)
 
 
-@click.group()
+@click.group(cls=PyvaultGroup)
 @click.version_option(package_name="pyvault-tokens")
 def main() -> None:
-    """Self-refreshing API tokens in PostgreSQL."""
+    """Self-refreshing API tokens in PostgreSQL.
+
+    Exit codes: 0 success, 1 a check failed, 2 usage or configuration (bad URL, database
+    not migrated, missing role), 3 the database is unavailable. `alerts` follows the
+    Nagios plugin convention.
+    """
 
 
 @main.command()
 @database_option
 def migrate(database: str | None) -> None:
     """Apply the migrations and re-apply every SQL function and view."""
-    try:
-        result = run_migrate(_require(database))
-    except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot connect to the database: {exc}") from None
+    result = run_migrate(_require(database))
     if result.applied:
         for migration_id in result.applied:
             out.print(f"applied migration {migration_id}")
@@ -83,7 +119,8 @@ def migrate(database: str | None) -> None:
 @click.option("--scope", "scopes", multiple=True, default=["api:read"], show_default=True,
               help="A scope; repeat for several.")
 @click.option("--type", "token_type", default="PRODUCTION", show_default=True,
-              type=click.Choice(["API", "PRODUCTION", "API_KEY"]))
+              type=click.Choice(["API", "PRODUCTION", "API_KEY"]),
+              help="Token type; its refresh policy applies (API_KEY extends, others rotate).")
 @click.option("--ttl", default=None, help="Lifetime such as 30d, 12h (default: the policy's).")
 def issue(database, user, tenant, scopes, token_type, ttl) -> None:
     """Issue a token. It is printed once, on stdout; it is not stored anywhere."""
@@ -92,12 +129,9 @@ def issue(database, user, tenant, scopes, token_type, ttl) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ttl") from None
     with _connect(database) as conn:
-        try:
-            keys = api.register_user(conn, tenant, user)
-            row = api.issue(conn, keys["user_hk"], keys["tenant_hk"], scope=list(scopes),
-                            token_type=token_type, expires_in=expires_in)
-        except psycopg.errors.InvalidParameterValue as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from None
+        keys = api.register_user(conn, tenant, user)
+        row = api.issue(conn, keys["user_hk"], keys["tenant_hk"], scope=list(scopes),
+                        token_type=token_type, expires_in=expires_in)
     click.echo(row["token"])
     err.print(f"token id {bytes(row['api_token_hk']).hex()[:16]}…, expires {row['expires_at']}")
 
@@ -105,9 +139,13 @@ def issue(database, user, tenant, scopes, token_type, ttl) -> None:
 @main.command()
 @database_option
 @click.argument("token")
-@click.option("--scope", default="api:read", show_default=True)
+@click.option("--scope", default="api:read", show_default=True,
+              help="The scope the token must carry.")
 def validate(database, token, scope) -> None:
-    """Validate a token (without refreshing it). Exits 1 when it is invalid."""
+    """Validate TOKEN (without refreshing it). Exits 1 when it is invalid.
+
+    TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
+    """
     with _connect(database) as conn:
         row = api.validate(conn, _read_token(token), scope)
     _print_row(row, "validation")
@@ -117,9 +155,13 @@ def validate(database, token, scope) -> None:
 @main.command()
 @database_option
 @click.argument("token")
-@click.option("--reason", default="revoked by administrator", show_default=True)
+@click.option("--reason", default="revoked by administrator", show_default=True,
+              help="Why, for the security log.")
 def revoke(database, token, reason) -> None:
-    """Revoke a token and its whole rotation family. Exits 1 when nothing was revoked."""
+    """Revoke TOKEN and its whole rotation family. Exits 1 when nothing was revoked.
+
+    TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
+    """
     with _connect(database) as conn:
         revoked = api.revoke(conn, _read_token(token), reason)
     out.print("revoked" if revoked else "not revoked (unknown, malformed or already revoked)")
@@ -130,7 +172,11 @@ def revoke(database, token, reason) -> None:
 @database_option
 @click.argument("token")
 def status(database, token) -> None:
-    """Show whether a token is valid and whether a refresh is recommended."""
+    """Show whether TOKEN is valid and whether a refresh is recommended. Exits 1 when it
+    is invalid.
+
+    TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
+    """
     with _connect(database) as conn:
         row = api.status(conn, _read_token(token))
     _print_row(row, "refresh status")
@@ -144,7 +190,11 @@ def status(database, token) -> None:
 @click.option("--threshold-days", type=int, default=None,
               help="Override the policy's refresh threshold.")
 def refresh(database, token, force, threshold_days) -> None:
-    """Refresh a token. A new token (ROTATE policy) is printed once, on stdout."""
+    """Refresh TOKEN. A new token (ROTATE policy) is printed once, on stdout. Exits 1
+    when a due refresh failed.
+
+    TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
+    """
     with _connect(database) as conn:
         row = api.refresh(conn, _read_token(token), threshold_days=threshold_days, force=force)
     if row["new_token"]:
@@ -159,7 +209,10 @@ def refresh(database, token, force, threshold_days) -> None:
 @click.option("--apply", is_flag=True,
               help="Really refresh (default: a dry run that is rolled back).")
 def diagnose(database, token, apply) -> None:
-    """Diagnose the refresh system for one token. Exits 1 when any step fails."""
+    """Diagnose the refresh system for TOKEN. Exits 1 when any step fails.
+
+    TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
+    """
     with _connect(database) as conn:
         rows = api.diagnose(conn, _read_token(token), apply=apply)
     print_diagnosis(rows)
@@ -193,7 +246,8 @@ def print_diagnosis(rows: list[dict]) -> None:
 
 @main.command("refresh-batch")
 @database_option
-@click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="Tokens per committed batch.")
 @click.option("--threshold-days", type=click.IntRange(0, 3650), default=None,
               help="Override the policy thresholds.")
 @click.option("--dry-run", is_flag=True, help="Count what would be done; change nothing.")
@@ -234,7 +288,7 @@ def _cron_connection(conn: psycopg.Connection, database: str) -> psycopg.Connect
     """A connection to the database where pg_cron lives (same server and user)."""
     cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
     if not cron_db:
-        raise click.ClickException(
+        raise errors.ConfigError(
             "pg_cron is not installed on this server (no cron.database_name); run "
             "`pyvault-tokens refresh-batch` from another scheduler, or install pg_cron")
     params = psycopg.conninfo.conninfo_to_dict(database)
@@ -242,10 +296,17 @@ def _cron_connection(conn: psycopg.Connection, database: str) -> psycopg.Connect
     return psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=True)
 
 
+def _no_pg_cron(cron_db: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"pg_cron is not installed in database {cron_db} (cron.database_name): run CREATE "
+        "EXTENSION pg_cron there, or run `pyvault-tokens refresh-batch` from another scheduler")
+
+
 @main.command()
 @database_option
 @click.option("--schedule", default="0 */6 * * *", show_default=True, help="A cron schedule.")
-@click.option("--job-name", default="token-refresh-check", show_default=True)
+@click.option("--job-name", default="token-refresh-check", show_default=True,
+              help="The pg_cron job's name (its pruning job is NAME-prune).")
 def schedule(database, schedule, job_name) -> None:
     """Schedule the batch job with pg_cron (idempotent), wherever pg_cron lives."""
     with _connect(database) as conn:
@@ -255,9 +316,12 @@ def schedule(database, schedule, job_name) -> None:
         except psycopg.errors.FeatureNotSupported:
             jobs = api.cron_jobs(conn, schedule, job_name)
             with _cron_connection(conn, _require(database)) as cron:
-                ids = [cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                                    (j["job_name"], j["schedule"], j["command"],
-                                     j["database_name"])).fetchone()[0] for j in jobs]
+                try:
+                    ids = [cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                                        (j["job_name"], j["schedule"], j["command"],
+                                         j["database_name"])).fetchone()[0] for j in jobs]
+                except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction):
+                    raise _no_pg_cron(cron.info.dbname) from None
             job = ids[0]
     out.print(f"scheduled {job_name} ({schedule}) as pg_cron job {job}, "
               f"with {job_name}-prune pruning its run history")
@@ -265,9 +329,11 @@ def schedule(database, schedule, job_name) -> None:
 
 @main.command()
 @database_option
-@click.option("--job-name", default="token-refresh-check", show_default=True)
+@click.option("--job-name", default="token-refresh-check", show_default=True,
+              help="The pg_cron job's name (its pruning job NAME-prune goes too).")
 def unschedule(database, job_name) -> None:
-    """Remove the batch job (and its pruning job) from pg_cron."""
+    """Remove the batch job (and its pruning job) from pg_cron. Exits 1 when there was
+    no such job."""
     with _connect(database) as conn:
         try:
             removed = conn.execute("SELECT auth.unschedule_token_refresh(%s)",
@@ -276,8 +342,11 @@ def unschedule(database, job_name) -> None:
             with _cron_connection(conn, _require(database)) as cron:
                 removed = False
                 for name in (job_name, f"{job_name}-prune"):
-                    n = cron.execute("SELECT count(cron.unschedule(jobid)) FROM cron.job"
-                                     " WHERE jobname = %s", (name,)).fetchone()[0]
+                    try:
+                        n = cron.execute("SELECT count(cron.unschedule(jobid)) FROM cron.job"
+                                         " WHERE jobname = %s", (name,)).fetchone()[0]
+                    except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
+                        raise _no_pg_cron(cron.info.dbname) from None
                     removed = removed or (n > 0 and name == job_name)
     out.print(f"removed {job_name}" if removed else f"no job named {job_name}")
     sys.exit(0 if removed else 1)
@@ -289,15 +358,24 @@ def unschedule(database, job_name) -> None:
               help="The token store file.")
 @click.option("--sweep-interval", type=float, default=3600.0, show_default=True,
               help="Seconds between sweeps when no notification arrives.")
+@click.option("--min-sweep-interval", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Seconds at least between sweeps that notifications trigger: a flood of "
+                   "NOTIFYs costs one sweep per interval.")
 @click.option("--once", is_flag=True, help="Sweep once and exit.")
-def refresher(database, store_path, sweep_interval, once) -> None:
-    """Run the refresher service for the tokens in a store (stops on SIGTERM)."""
+def refresher(database, store_path, sweep_interval, min_sweep_interval, once) -> None:
+    """Run the refresher service for the tokens in a store (stops on SIGTERM).
+
+    Logs JSON lines on stderr. Retries with backoff while the database is unavailable;
+    stops at once with exit 2 on a refused login, a missing role or database, a database
+    that is not migrated, or an unusable store.
+    """
     from pyvault_tokens.refresher import run_service
 
-    run_service(_require(database), store_path, sweep_interval=sweep_interval, once=once)
+    run_service(_require(database), store_path, sweep_interval=sweep_interval,
+                min_sweep_interval=min_sweep_interval, once=once)
 
 
-@main.group()
+@main.group(cls=PyvaultGroup)
 def store() -> None:
     """Manage the durable token store used by the refresher and the httpx client."""
 
@@ -310,13 +388,17 @@ store_option = click.option("--store", "store_path", required=True,
 @store_option
 @click.argument("name")
 def store_add(store_path, name) -> None:
-    """Add a token under NAME, read from stdin (never from the command line)."""
+    """Add a token under NAME, read from stdin (never from the command line).
+
+    NAME is what the token is stored under (the httpx client asks for it by name).
+    """
     from pyvault_tokens.display import looks_like_token
     from pyvault_tokens.store import TokenStore
 
     token = sys.stdin.readline().strip()
     if not looks_like_token(token):
-        raise click.ClickException("stdin does not hold an ovt_prod_ token")
+        raise errors.ConfigError("stdin does not hold an ovt_prod_ token: pipe the token in,"
+                                   " e.g. `store add NAME --store FILE < token.txt`")
     TokenStore(store_path).put(name, token)
     out.print(f"stored {name}: {token_prefix(token)}")
 
@@ -338,7 +420,7 @@ def store_list(store_path) -> None:
 @store_option
 @click.argument("name")
 def store_remove(store_path, name) -> None:
-    """Remove the token stored under NAME."""
+    """Remove the token stored under NAME. Exits 1 when there is none."""
     from pyvault_tokens.store import TokenStore
 
     removed = TokenStore(store_path).remove(name)
@@ -350,10 +432,14 @@ def store_remove(store_path, name) -> None:
 @click.option("--database", "database", default=None, metavar="URL",
               help="Run against this database instead of an embedded throwaway cluster.")
 def demo(database) -> None:
-    """Tell the refresh story: issue, refresh on use, grace, cut-off, diagnostics."""
+    """Tell the refresh story: issue, refresh on use, grace, reuse, batch, diagnostics.
+
+    Needs the embedded extra without --database. With --database it changes the API
+    token type's grace window while it runs: never point it at production.
+    """
     from pyvault_tokens.demo import run_demo
 
-    run_demo(database, out)
+    run_demo(database and errors.check_url(database), out)
 
 
 @main.command()
@@ -361,15 +447,22 @@ def demo(database) -> None:
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="Serve /metrics over HTTP (e.g. 127.0.0.1:9464) instead of printing once.")
 def metrics(database, listen) -> None:
-    """Prometheus metrics: print one scrape, or serve /metrics with --listen."""
+    """Prometheus metrics: print one scrape, or serve /metrics with --listen.
+
+    One scrape exits 3 when the database is unavailable (2 when it is not migrated or
+    the login lacks pyvault_monitor), after printing pyvault_tokens_up 0.
+    """
     try:
         from pyvault_tokens import metrics as prom
     except ImportError:
-        raise click.ClickException(
+        raise errors.ConfigError(
             "metrics need prometheus_client: pip install 'pyvault-tokens[monitoring]'") from None
     url = _require(database)
     if listen is None:
-        click.echo(prom.render(url), nl=False)
+        text, failure = prom.scrape(url)
+        click.echo(text, nl=False)
+        if failure is not None:
+            raise errors.to_click(failure, "metrics")
         return
     try:
         host, port = prom.parse_listen(listen)
@@ -378,24 +471,33 @@ def metrics(database, listen) -> None:
     try:
         prom.serve(url, host, port, announce=err.print)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+        raise errors.ConfigError(f"cannot listen on {listen} ({exc.strerror}): "
+                                 "choose another address or port") from None
 
 
 @main.command()
 @database_option
 def alerts(database) -> None:
-    """Print the open alerts. Exits 0 with none, 1 with warnings only, 2 with a critical
-    one, 3 when the database cannot be queried (the Nagios plugin convention)."""
-    from pyvault_tokens.alerts import UNKNOWN, fetch_alerts, print_alerts
+    """Print the open alerts as a Nagios plugin does: the status on the first line of
+    stdout (PYVAULT OK|WARNING|CRITICAL|UNKNOWN - ...), then a table. Exits 0 with none,
+    1 with warnings only, 2 with a critical one, 3 (UNKNOWN) when the database cannot be
+    queried."""
+    from pyvault_tokens.alerts import fetch_alerts, print_check, unknown_line
 
     try:
         with _connect(database) as conn:
             rows = fetch_alerts(conn)
     except (click.ClickException, psycopg.Error) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"UNKNOWN: {message}", markup=False)
-        sys.exit(UNKNOWN)
-    sys.exit(print_alerts(rows, out))
+        failure = errors.to_click(exc, "alerts") if isinstance(exc, psycopg.Error) else exc
+        click.echo(unknown_line(failure.format_message()))
+        raise AlertsUnknown(failure.format_message()) from None
+    sys.exit(print_check(rows, out))
+
+
+class AlertsUnknown(click.ClickException):
+    """The Nagios UNKNOWN state: the check itself could not run."""
+
+    exit_code = 3
 
 
 @main.command()
@@ -406,18 +508,24 @@ def alerts(database) -> None:
               help="Days of refresh history to chart.")
 def dashboard(database, out_path, days) -> None:
     """Write a self-contained HTML dashboard (opens offline: plotly.js is inline)."""
+    from pathlib import Path
+
     try:
         from pyvault_tokens.dashboard import render_dashboard
     except ImportError:
-        raise click.ClickException(
+        raise errors.ConfigError(
             "the dashboard needs plotly: pip install 'pyvault-tokens[monitoring]'") from None
+    folder = Path(out_path).parent
+    if not folder.is_dir():
+        raise errors.ConfigError(f"cannot write {out_path}: the folder {folder} does not "
+                                 "exist; create it first, or choose another --out")
     with _connect(database) as conn:
-        try:
-            page = render_dashboard(conn, days=days)
-        except psycopg.Error as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from None
-    with open(out_path, "w", encoding="utf-8") as f:
-        f.write(page)
+        page = render_dashboard(conn, days=days)
+    try:
+        Path(out_path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot write {out_path} ({exc.strerror}): "
+                                 "choose another --out") from None
     out.print(f"wrote {out_path} ({len(page) // 1024} KiB; opens offline)")
 
 

@@ -33,6 +33,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
+from pyvault_tokens.errors import mask_url
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9464
@@ -73,10 +75,12 @@ class RefreshCollector(Collector):
     """Collects the pyvault-tokens metrics from the database at ``database_url``."""
 
     def __init__(self, database_url: str, *, connect_timeout: int = 5,
-                 statement_timeout_ms: int = 10_000) -> None:
+                 statement_timeout_ms: int = 10_000, quiet: bool = False) -> None:
         self.database_url = database_url
         self.connect_timeout = connect_timeout
         self.statement_timeout_ms = statement_timeout_ms
+        self.quiet = quiet
+        self.last_error: psycopg.Error | None = None  # why the last scrape said up 0
 
     def describe(self) -> Iterator[Metric]:
         # The metric names, without querying the database at registration.
@@ -87,9 +91,13 @@ class RefreshCollector(Collector):
         try:
             families = self._read()
         except psycopg.Error as exc:
-            log.warning("pyvault-tokens metrics: cannot query the database: %s", exc)
+            self.last_error = exc
+            if not self.quiet:
+                log.warning("pyvault-tokens metrics: cannot query the database: %s",
+                            mask_url(str(exc).split("\n", 1)[0]))
             yield self._up(0)
             return
+        self.last_error = None
         yield from families
         yield self._up(1)
 
@@ -160,6 +168,15 @@ def registry(database_url: str) -> CollectorRegistry:
 def render(database_url: str) -> str:
     """One scrape, in the Prometheus text exposition format."""
     return generate_latest(registry(database_url)).decode("utf-8")
+
+
+def scrape(database_url: str) -> tuple[str, psycopg.Error | None]:
+    """One scrape, and the error that made it say ``pyvault_tokens_up 0`` (None when up).
+    Logs nothing: the caller reports the error."""
+    reg = CollectorRegistry()
+    collector = RefreshCollector(database_url, quiet=True)
+    reg.register(collector)
+    return generate_latest(reg).decode("utf-8"), collector.last_error
 
 
 def parse_listen(value: str) -> tuple[str, int]:

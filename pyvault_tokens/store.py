@@ -29,6 +29,11 @@ from pyvault_tokens.display import token_prefix
 FORMAT_VERSION = 1
 
 
+class TokenStoreError(Exception):
+    """The store file cannot be read or written. ``str()`` is one line: which file,
+    what is wrong, what to do. It never shows a token."""
+
+
 @dataclass(frozen=True)
 class StoredToken:
     token: str
@@ -62,12 +67,26 @@ class TokenStore:
     # -- reading -------------------------------------------------------------
     def _load(self) -> dict[str, dict]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: unknown token store version {data.get('version')!r}")
-        return data["tokens"]
+        except OSError as exc:
+            raise TokenStoreError(f"cannot read the token store {self.path} "
+                                  f"({exc.strerror}): check the path and its permissions"
+                                  ) from None
+        try:
+            data = json.loads(text)
+            version, tokens = data.get("version"), data["tokens"]
+            valid = isinstance(tokens, dict) and all(
+                isinstance(e, dict) and isinstance(e.get("token"), str) for e in tokens.values())
+        except (ValueError, AttributeError, KeyError, TypeError):
+            valid = version = False
+        if version != FORMAT_VERSION or not valid:
+            # Never quote the file: it holds tokens.
+            raise TokenStoreError(f"the token store {self.path} is corrupt or of an unknown "
+                                  "version: restore it from a backup, or move it away and "
+                                  "add the tokens again")
+        return tokens
 
     def get(self, name: str) -> StoredToken | None:
         entry = self._load().get(name)
@@ -79,8 +98,13 @@ class TokenStore:
     # -- writing -------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[dict[str, dict]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot write the token store {self.path} "
+                                  f"({exc.strerror}): choose a path in a writable directory"
+                                  ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             tokens = self._load()
@@ -93,6 +117,14 @@ class TokenStore:
             os.close(fd)
 
     def _write(self, tokens: dict[str, dict]) -> None:
+        try:
+            self._replace(tokens)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot write the token store {self.path} "
+                                  f"({exc.strerror}): check the directory's permissions and "
+                                  "free space") from None
+
+    def _replace(self, tokens: dict[str, dict]) -> None:
         payload = json.dumps({"version": FORMAT_VERSION, "tokens": tokens}, indent=2,
                              sort_keys=True).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
