@@ -1,13 +1,13 @@
 """Open refresh alerts, for ``pyvault-tokens alerts`` and monitoring checks.
 
-``print_alerts`` returns a Nagios-style exit code, so the command can be a check in
-Nagios, Icinga, Sensu or a cron job:
+``pyvault-tokens alerts`` is a Nagios plugin (Nagios, Icinga, Sensu, a cron job): the
+first line of stdout is the status, ``PYVAULT <STATE> - <text> | <perfdata>``, with the
+alerts as a table below it, and the exit code is the state:
 
 - 0 (OK): no open alert;
 - 1 (WARNING): open alerts, all of severity ``warning``;
-- 2 (CRITICAL): at least one open alert of severity ``critical``.
-
-The CLI exits 3 (UNKNOWN) when the database cannot be queried.
+- 2 (CRITICAL): at least one open alert of severity ``critical``;
+- 3 (UNKNOWN): the database cannot be queried (unavailable, not migrated, no role).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 ALERTS_SQL = (
     "SELECT a.alert, a.severity, a.message, a.observed, a.since"
@@ -51,6 +52,34 @@ def format_observed(value: Any) -> str:
     return f"{value:,.4f}".rstrip("0").rstrip(".")
 
 
+def _count(alerts: list[dict[str, Any]]) -> str:
+    return f"{len(alerts)} open alert{'s' if len(alerts) > 1 else ''}"
+
+
+def status_line(alerts: list[dict[str, Any]]) -> str:
+    """The Nagios plugin's first line: ``PYVAULT WARNING - 2 open alerts: A, B | ...``."""
+    code = exit_code(alerts)
+    text = f"{_count(alerts)}: {', '.join(a['alert'] for a in alerts)}" if alerts \
+        else "no open alerts"
+    critical = sum(a["severity"] != "warning" for a in alerts)
+    perfdata = f"critical={critical};;;0 warning={len(alerts) - critical};;;0"
+    return f"PYVAULT {STATES[code]} - {text} | {perfdata}"
+
+
+def unknown_line(reason: str) -> str:
+    """The first line when the check could not run (exit 3)."""
+    return f"PYVAULT UNKNOWN - {' '.join(reason.split())}"
+
+
+def print_check(alerts: list[dict[str, Any]], console: Console | None = None) -> int:
+    """Print the status line, then the alerts as a table; returns the exit code."""
+    console = console or Console()
+    console.print(status_line(alerts), markup=False, highlight=False, soft_wrap=True)
+    if alerts:
+        console.print(_table(alerts))
+    return exit_code(alerts)
+
+
 def print_alerts(alerts: list[dict[str, Any]], console: Console | None = None) -> int:
     """Print the alerts as a table (or a one-line OK); returns the exit code."""
     console = console or Console()
@@ -58,8 +87,13 @@ def print_alerts(alerts: list[dict[str, Any]], console: Console | None = None) -
     if code == OK:
         console.print("OK: no open alerts")
         return code
-    table = Table(title=f"{'CRITICAL' if code == CRITICAL else 'WARNING'}: "
-                        f"{len(alerts)} open alert{'s' if len(alerts) > 1 else ''}")
+    console.print(_table(alerts))
+    return code
+
+
+def _table(alerts: list[dict[str, Any]]) -> Table:
+    code = exit_code(alerts)
+    table = Table(title=f"{STATES[code]}: {_count(alerts)}")
     table.add_column("alert", no_wrap=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("message", overflow="fold")
@@ -70,5 +104,4 @@ def print_alerts(alerts: list[dict[str, Any]], console: Console | None = None) -
         since = a["since"].isoformat(sep=" ", timespec="seconds") if a["since"] else "-"
         table.add_row(escape(a["alert"]), f"[{style}]{escape(a['severity'])}[/{style}]",
                       escape(a["message"] or ""), format_observed(a["observed"]), since)
-    console.print(table)
-    return code
+    return table
