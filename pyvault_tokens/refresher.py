@@ -10,6 +10,14 @@ Crash safety: a crash between the database commit and the store write loses noth
 The store still holds the old token, which stays valid until its successor is first
 used; the next sweep sees ``ALREADY_REFRESHED`` and receives the same successor.
 
+Wake-ups are coalesced: any login may ``NOTIFY pyvault_token_refresh``, so a flood of
+notifications costs at most one sweep per ``min_sweep_interval`` seconds.
+
+Errors: while the database is unavailable (connection refused, timeout, shutting down)
+the service retries with exponential backoff and logs why. Anything retrying cannot cure
+(a refused login, a missing database or role, a database that is not migrated, a
+standby, an unusable token store) stops it with one error line, exit code 2.
+
 Logs are JSON lines and show a token by its prefix at most.
 """
 
@@ -22,15 +30,17 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
+from pyvault_tokens import errors
 from pyvault_tokens.api import REFRESH_SQL, STATUS_SQL
 from pyvault_tokens.display import token_prefix
-from pyvault_tokens.store import TokenStore
+from pyvault_tokens.store import TokenStore, TokenStoreError
 
 CHANNEL = "pyvault_token_refresh"
 # Test-only fault injection: "after-commit" kills the process between the database
@@ -44,7 +54,8 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: time, level, event and the record's extra fields."""
 
     FIELDS = ("name_", "token_prefix", "reason", "outcome", "checked", "refreshed", "failed",
-              "error", "retry_in", "channel", "detail", "hint")
+              "trigger", "notifications", "sweeps", "error", "sqlstate", "retry_in", "channel",
+              "detail", "hint")
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
@@ -55,17 +66,8 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-# Errors that retrying cannot cure: the login lacks pyvault_refresher, the database has
-# not been migrated, or it is a read-only standby. The service stops on them with one
-# clear log line, exit code 2.
-SETUP_ERRORS = (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedFunction,
-                psycopg.errors.InvalidSchemaName, psycopg.errors.ReadOnlySqlTransaction)
-SETUP_HINT = ("grant pyvault_refresher to the service's login, run `pyvault-tokens "
-              "migrate` on the database, and point the service at the primary")
-
-
 class RefresherSetupError(Exception):
-    """The database refuses the refresher's work; see SETUP_HINT."""
+    """The database or the store refuses the refresher's work; retrying cannot help."""
 
 
 @dataclass
@@ -79,12 +81,15 @@ class TokenRefreshService:
     """Refresh every token in ``store`` that the database recommends refreshing."""
 
     def __init__(self, database_url: str, store: TokenStore, *, sweep_interval: float = 3600.0,
-                 max_backoff: float = 60.0) -> None:
+                 min_sweep_interval: float = 5.0, max_backoff: float = 60.0) -> None:
         self.database_url = database_url
         self.store = store
         self.sweep_interval = sweep_interval
+        self.min_sweep_interval = min_sweep_interval
         self.max_backoff = max_backoff
         self.instance = f"{socket.gethostname()}:{Path(store.path).resolve()}"
+        self.sweeps = 0  # completed sweeps
+        self.notifications = 0  # notifications received
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -119,7 +124,9 @@ class TokenRefreshService:
             "outcome": "stored" if stored else "store changed meanwhile; kept its token"})
         return "refreshed"
 
-    async def sweep(self) -> SweepResult:
+    async def sweep(self, trigger: str = "manual", notifications: int = 0) -> SweepResult:
+        """Check every stored token once. ``trigger`` and ``notifications`` (how many
+        notifications this sweep answers) are for the log."""
         result = SweepResult()
         async with await psycopg.AsyncConnection.connect(self.database_url,
                                                          autocommit=True) as conn:
@@ -142,8 +149,10 @@ class TokenRefreshService:
                           "this refresher as not seen", extra={
                               "error": type(exc).__name__, "detail": str(exc).splitlines()[0],
                               "hint": "grant pyvault_refresher to the service's login"})
+        self.sweeps += 1
         log.info("sweep done", extra={"checked": result.checked, "refreshed": result.refreshed,
-                                      "failed": result.failed})
+                                      "failed": result.failed, "trigger": trigger,
+                                      "notifications": notifications, "sweeps": self.sweeps})
         return result
 
     async def _listen(self) -> None:
@@ -157,52 +166,77 @@ class TokenRefreshService:
                     log.info("listening", extra={"channel": CHANNEL})
                     backoff = 1.0
                     async for _ in conn.notifies():
+                        # Only counted and flagged here: run() decides when to sweep.
+                        self.notifications += 1
                         self._wake.set()
-            except psycopg.OperationalError as exc:
-                log.warning("listener lost the database",
-                            extra={"error": type(exc).__name__, "retry_in": backoff})
+            except psycopg.Error as exc:
+                # A setup error stops the service at its next sweep; until then, retry.
+                problem = errors.classify(exc)
+                log.warning("listener lost the database", extra={
+                    "error": type(exc).__name__, "sqlstate": problem.sqlstate,
+                    "detail": problem.detail, "retry_in": backoff})
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 
     async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
+    async def _next_trigger(self, last_start: float) -> str:
+        """Wait for a notification or the sweep interval; a notification is answered no
+        sooner than min_sweep_interval after the last sweep began, and every notification
+        that arrives meanwhile is answered by that same sweep."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_interval)
+        except TimeoutError:
+            return "interval"
+        await self._sleep(last_start + self.min_sweep_interval - time.monotonic())
+        return "notify"
+
     async def run(self, *, once: bool = False) -> None:
-        """Sweep now, then on every notification and every sweep_interval, until stopped."""
+        """Sweep now, then on notifications (coalesced) and every sweep_interval, until
+        stopped. Raises RefresherSetupError on what retrying cannot cure."""
         listener = None if once else asyncio.create_task(self._listen())
-        backoff = 1.0
+        backoff, trigger, answered = 1.0, "start", 0
         try:
             while not self._stop.is_set():
                 self._wake.clear()
+                pending, answered = self.notifications - answered, self.notifications
+                started = time.monotonic()
                 try:
-                    await self.sweep()
+                    await self.sweep(trigger, pending)
                     backoff = 1.0
-                except SETUP_ERRORS as exc:
-                    # The server's message names a function or a table, never a value.
-                    log.error("refresher is not set up on this database", extra={
-                        "error": type(exc).__name__, "detail": str(exc).splitlines()[0],
-                        "hint": SETUP_HINT})
-                    raise RefresherSetupError(str(exc).splitlines()[0]) from None
-                except psycopg.OperationalError as exc:
-                    log.warning("database unavailable",
-                                extra={"error": type(exc).__name__, "retry_in": backoff})
+                except (psycopg.Error, TokenStoreError) as exc:
+                    problem = (errors.classify(exc) if isinstance(exc, psycopg.Error) else
+                               errors.Problem(errors.OTHER, None, errors.one_line(exc)))
+                    if not problem.retryable:
+                        # The server's message names a function, table or role, never a value.
+                        log.error("refresher is not set up on this database", extra={
+                            "error": type(exc).__name__, "sqlstate": problem.sqlstate,
+                            "detail": problem.detail,
+                            "hint": problem.hint("refresher") or "fix the store, then restart"})
+                        raise RefresherSetupError(problem.detail) from None
+                    log.warning("database unavailable", extra={
+                        "error": type(exc).__name__, "sqlstate": problem.sqlstate,
+                        "detail": problem.detail, "retry_in": backoff})
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
+                    trigger = "retry"
                     continue
                 if once:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_interval)
+                    break
+                trigger = await self._next_trigger(started)
         finally:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
-            log.info("stopped")
+        log.info("stopped", extra={"sweeps": self.sweeps})
 
 
 def run_service(database_url: str, store_path: str, *, sweep_interval: float,
-                once: bool = False) -> None:
+                min_sweep_interval: float = 5.0, once: bool = False) -> None:
     """Run the service until SIGTERM or SIGINT, logging JSON lines to stderr."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
@@ -210,7 +244,8 @@ def run_service(database_url: str, store_path: str, *, sweep_interval: float,
     log.setLevel(logging.INFO)
     log.propagate = False
     service = TokenRefreshService(database_url, TokenStore(store_path),
-                                  sweep_interval=sweep_interval)
+                                  sweep_interval=sweep_interval,
+                                  min_sweep_interval=min_sweep_interval)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

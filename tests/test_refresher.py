@@ -42,6 +42,32 @@ def refresher_url(db_url: str) -> str:
     return psycopg.conninfo.make_conninfo(db_url, user="refresher_test")
 
 
+def password_login(cluster, db_url: str, role: str, password: str, group: str) -> str:
+    """A login that must give its password (scram-sha-256, by a pg_hba.conf line for this
+    role alone; the test cluster trusts everyone else), as a postgresql:// URL."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN IN ROLE {group};"
+                     f" EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+        hba = Path(cluster.pg.base_dir) / "data" / "pg_hba.conf"
+        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        if line not in hba.read_text():
+            hba.write_text(line + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+    params = psycopg.conninfo.conninfo_to_dict(db_url)
+    url = f"postgresql://{role}:{password}@127.0.0.1:{params['port']}/{params['dbname']}"
+    _wait_for(lambda: _can_connect(url), what="pg_hba.conf reloaded")
+    return url
+
+
+def _can_connect(url: str) -> bool:
+    try:
+        psycopg.connect(url).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
 def _valid(conn, token: str) -> bool:
     return conn.execute("SELECT is_valid FROM auth.validate_production_api_token(%s)",
                         (token,)).fetchone()[0]
@@ -76,7 +102,7 @@ def test_store_cli_adds_from_stdin_lists_without_secrets_and_writes_0600(tmp_pat
     assert token not in listed.stdout + added.stdout and not SECRET.search(listed.stdout)
     bad = subprocess.run([*CLI, "store", "add", "x", "--store", str(path)], input="nope\n",
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "does not hold an ovt_prod_ token" in bad.stderr
+    assert bad.returncode == 2 and "does not hold an ovt_prod_ token" in bad.stderr
 
 
 def test_store_compare_and_swap(tmp_path):
@@ -212,8 +238,71 @@ def test_database_errors_are_retried_not_fatal(tmp_path):
     assert proc.wait(timeout=15) == 0
     reader.join(5)
     LOGS.extend(lines)
-    retries = [json.loads(line)["retry_in"] for line in lines if "database unavailable" in line]
-    assert retries[:2] == [1.0, 2.0], "backoff doubles"
+    retries = [json.loads(line) for line in lines if "database unavailable" in line]
+    assert [r["retry_in"] for r in retries[:2]] == [1.0, 2.0], "backoff doubles"
+    assert "Connection refused" in retries[0]["detail"], "the log says why"
+
+
+@pytest.mark.parametrize("trouble", ["wrong password", "no such database"])
+def test_a_refused_login_or_missing_database_stops_at_once(trouble, tmp_path, cluster, conn,
+                                                           db_url):
+    url = password_login(cluster, db_url, "refresher_pw", "right-Pw4", "pyvault_refresher")
+    if trouble == "wrong password":
+        url, sqlstate = url.replace(":right-Pw4@", ":wrong-Pw5@"), "28P01"
+    else:
+        url, sqlstate = url.rsplit("/", 1)[0] + "/no_such_database", "3D000"
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("x", make_token(conn, "3 days", user="svc-refused"))
+    started = time.monotonic()
+    result = _run_once(url, path)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 20, "no retries"
+    [line] = [json.loads(x) for x in result.stderr.splitlines()]
+    assert line["level"] == "error" and line["sqlstate"] == sqlstate
+    assert "database" in line["hint"] or "password" in line["hint"], line
+    assert "Pw4" not in result.stderr and "Pw5" not in result.stderr
+
+
+def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, db_url,
+                                                                refresher_url):
+    """Any login may NOTIFY the channel (issue 11: 100 forged notifications caused 102
+    sweeps in 6 s). With --min-sweep-interval 1 a 2-second flood costs about 2 sweeps,
+    and every notification is still answered by a sweep."""
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("calm", make_token(conn, "20 days", user="svc-flood"))
+    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
+                             refresher_url, "--sweep-interval", "3600",
+                             "--min-sweep-interval", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    def sweeps() -> list[dict]:
+        return [e for e in map(json.loads, list(lines)) if e["event"] == "sweep done"]
+
+    try:
+        _wait_for(lambda: sweeps() and any('"listening"' in x for x in lines),
+                  what="the first sweep and the listener")
+        conn.execute("DO $$ BEGIN CREATE ROLE flood_nobody LOGIN;"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        forger_url = psycopg.conninfo.make_conninfo(db_url, user="flood_nobody")
+        with psycopg.connect(forger_url, autocommit=True) as forger:
+            started = time.monotonic()
+            for _ in range(100):
+                forger.execute("NOTIFY pyvault_token_refresh, 'forged'")
+                time.sleep(0.02)
+            flood = time.monotonic() - started
+        _wait_for(lambda: sum(s["notifications"] for s in sweeps()) == 100, timeout=10,
+                  what="every notification answered")
+        woken = [s for s in sweeps() if s["trigger"] == "notify"]
+        assert 1 <= len(woken) <= flood / 1.0 + 2, (flood, woken)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        reader.join(5)
+        LOGS.extend(lines)
+    assert proc.returncode == 0
 
 
 def test_no_log_line_holds_a_token():
