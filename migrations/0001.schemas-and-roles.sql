@@ -1,8 +1,31 @@
 -- Schemas, extensions and the three NOLOGIN group roles.
 -- Roles are cluster-wide, so a second database in the same cluster (or a concurrent
 -- migration of one) may have created them already: that is not an error.
+-- A schema named extensions that someone else owns is refused: its owner could rename
+-- it and plant look-alikes of the pgcrypto functions every token is made with. (migrate
+-- refuses it before this runs; the check stays here for anyone applying the file alone.)
 
-CREATE SCHEMA IF NOT EXISTS extensions;
+DO $$
+DECLARE
+    v_owner oid;
+BEGIN
+    SELECT n.nspowner INTO v_owner
+    FROM pg_catalog.pg_namespace AS n WHERE n.nspname OPERATOR(pg_catalog.=) 'extensions';
+    IF v_owner IS NULL THEN
+        CREATE SCHEMA extensions;
+    ELSIF NOT EXISTS (
+        SELECT FROM pg_catalog.pg_roles AS r
+        WHERE r.oid OPERATOR(pg_catalog.=) v_owner
+          AND (r.rolsuper OR r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+    ) THEN
+        RAISE EXCEPTION 'schema extensions is owned by role %, not by the migrating role or a superuser',
+            v_owner::regrole
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Drop it, or ALTER SCHEMA extensions OWNER TO the migrating role.';
+    END IF;
+END;
+$$;
+
 CREATE SCHEMA auth;
 COMMENT ON SCHEMA auth IS 'pyvault-tokens: API tokens that refresh themselves.';
 

@@ -4,6 +4,12 @@ Migrations run once each; the files in sql/ (functions and views, all
 ``CREATE OR REPLACE``) are re-applied on every call, in one transaction, so the
 database always runs the code that ships with this package. A session-level
 advisory lock serializes concurrent callers on one database.
+
+The database may be shared with logins that can create schemas, functions and
+operators (DESIGN.md section 5). So every statement runs with a pinned search_path
+(pg_catalog, then only schemas this migrator owns), and before anything is written a
+preflight refuses a database where a schema the package uses is owned, or writable, by
+anyone but the migrating role or a superuser.
 """
 
 from __future__ import annotations
@@ -14,11 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from yoyo import get_backend, read_migrations
+from yoyo import get_backend, internalmigrations, read_migrations
 
 # Arbitrary, fixed: "pyvault" in ASCII. Shared by every pyvault-tokens migrator.
 MIGRATE_LOCK_KEY = 0x707976617531
 MIGRATION_TABLE = "_pyvault_tokens_migration"
+# yoyo's own tables live in a schema of their own that the migrator owns, so nothing
+# yoyo names unqualified can resolve to another login's table (its default is the first
+# schema on the login's path, often a writable public).
+BOOKKEEPING_SCHEMA = "pyvault_migrations"
+# pg_catalog first, then nothing anyone else can create in. pg_temp is the session's own.
+PINNED_SEARCH_PATH = "SET search_path = pg_catalog, pg_temp"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -37,11 +49,107 @@ def sql_files() -> list[Path]:
 
 
 def yoyo_url(database_url: str) -> str:
-    """yoyo needs the psycopg (3) driver named in the scheme."""
+    """yoyo needs the psycopg (3) driver named in the scheme, and our bookkeeping schema.
+
+    yoyo's ``schema`` argument makes it run ``SET search_path TO`` that schema on its
+    connection: pg_catalog is then searched first, and the schema is ours.
+    """
     for prefix in ("postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix):]
-    return database_url
+            database_url = "postgresql+psycopg://" + database_url[len(prefix):]
+            break
+    separator = "&" if "?" in database_url else "?"
+    return f"{database_url}{separator}schema={BOOKKEEPING_SCHEMA}"
+
+
+# One row per reason the database is unsafe to install into; none means go ahead.
+# Trusted owners: the migrating role and superusers. Runs under PINNED_SEARCH_PATH.
+_PREFLIGHT_SQL = """
+WITH trusted AS (
+    SELECT r.oid FROM pg_roles AS r WHERE r.rolsuper OR r.rolname = current_user
+),
+pgcrypto AS (
+    SELECT e.extnamespace, e.extowner FROM pg_extension AS e WHERE e.extname = 'pgcrypto'
+),
+used AS (
+    SELECT n.oid, n.nspname, n.nspowner, n.nspacl
+    FROM pg_namespace AS n
+    WHERE n.nspname IN ('auth', 'extensions', %(bookkeeping)s)
+       OR n.oid IN (SELECT p.extnamespace FROM pgcrypto AS p)
+)
+SELECT format('pgcrypto is installed in schema %%I; pyvault-tokens expects schema extensions '
+              '(run: ALTER EXTENSION pgcrypto SET SCHEMA extensions)', n.nspname) AS problem
+FROM pgcrypto AS p INNER JOIN pg_namespace AS n ON n.oid = p.extnamespace
+WHERE n.nspname <> 'extensions'
+UNION ALL
+SELECT format('pgcrypto is owned by role %%I, not by the migrating role or a superuser '
+              '(drop the extension, or ALTER EXTENSION pgcrypto OWNER TO %%I)',
+              p.extowner::regrole, current_user)
+FROM pgcrypto AS p WHERE p.extowner NOT IN (SELECT t.oid FROM trusted AS t)
+UNION ALL
+SELECT format('schema %%I is owned by role %%I, not by the migrating role or a superuser: '
+              'its owner could replace what pyvault-tokens calls there (drop it, or '
+              'ALTER SCHEMA %%I OWNER TO %%I)', u.nspname, u.nspowner::regrole,
+              u.nspname, current_user)
+FROM used AS u WHERE u.nspowner NOT IN (SELECT t.oid FROM trusted AS t)
+UNION ALL
+SELECT format('role %%s may create objects in schema %%I '
+              '(run: REVOKE CREATE ON SCHEMA %%I FROM %%s)',
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END,
+              u.nspname, u.nspname,
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(a.grantee::regrole::text) END)
+FROM used AS u CROSS JOIN LATERAL aclexplode(u.nspacl) AS a
+WHERE a.privilege_type = 'CREATE' AND a.grantee <> u.nspowner
+  AND a.grantee NOT IN (SELECT t.oid FROM trusted AS t)
+UNION ALL
+SELECT format('table %%I.%%I (yoyo''s record of pyvault-tokens migrations) is owned by role %%I, '
+              'not by the migrating role or a superuser (drop it, or migrate as its owner)',
+              n.nspname, c.relname, c.relowner::regrole)
+FROM pg_class AS c INNER JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relname = %(table)s AND c.relowner NOT IN (SELECT t.oid FROM trusted AS t)
+"""
+
+
+def _preflight(conn: psycopg.Connection) -> bool:
+    """Refuse, writing nothing, a database whose schemas someone else could subvert.
+
+    Then create the bookkeeping schema, and move the record of applied migrations into it
+    from where yoyo kept it before (the login's first schema, usually public). Returns
+    whether it moved it: yoyo's version and log tables, shared with any other yoyo user of
+    that schema, stay there and are made anew beside it (``_complete_bookkeeping``).
+    """
+    params = {"bookkeeping": BOOKKEEPING_SCHEMA, "table": MIGRATION_TABLE}
+    with conn.transaction():
+        # Created first and checked after, in one transaction: no window in which another
+        # login's schema of that name could be accepted. A refusal rolls it back.
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {BOOKKEEPING_SCHEMA}")
+        problems = [row[0] for row in conn.execute(_PREFLIGHT_SQL, params)]
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise MigrateRefused(f"migrate refused, nothing was changed: {problems[0]}{more}")
+        old = conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class AS c"
+            " WHERE c.relname = %(table)s AND c.relkind = 'r'"
+            " AND c.relnamespace <> %(bookkeeping)s::regnamespace",
+            params).fetchall()
+        taken = conn.execute(
+            "SELECT to_regclass(format('%%I.%%I', %(bookkeeping)s::text, %(table)s::text))",
+            params).fetchone()[0]
+        if len(old) == 1 and taken is None:
+            conn.execute(f"ALTER TABLE {old[0][0]} SET SCHEMA {BOOKKEEPING_SCHEMA}")
+            return True
+    return False
+
+
+def _complete_bookkeeping(backend) -> None:
+    """After a move: yoyo's version table (its schema is v2) and log table, with yoyo's DDL."""
+    tables = set(backend.list_tables())
+    with backend.transaction():
+        if backend.log_table not in tables:
+            internalmigrations.v2.create_log_table(backend)
+        if backend.version_table not in tables:
+            internalmigrations.v2.create_version_table(backend)
+            internalmigrations.mark_schema_version(backend, 2)
 
 
 class MigrateRefused(Exception):
@@ -62,9 +170,13 @@ class MigrateResult:
 def _yoyo(database_url: str) -> Iterator[tuple[psycopg.Connection, object, object]]:
     """Our advisory lock, then yoyo's backend (under its own lock) and our migrations."""
     with psycopg.connect(database_url, autocommit=True) as lock_conn:
+        lock_conn.execute(PINNED_SEARCH_PATH)
         lock_conn.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        moved = _preflight(lock_conn)
         backend = get_backend(yoyo_url(database_url), migration_table=MIGRATION_TABLE)
         try:
+            if moved:
+                _complete_bookkeeping(backend)
             with backend.lock():
                 yield lock_conn, backend, read_migrations(str(resource_dir("migrations")))
         finally:

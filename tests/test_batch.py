@@ -177,6 +177,48 @@ def test_schedule_is_idempotent_and_the_seed_line_works(cron_db):
         assert c.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
 
 
+def test_one_job_matcher_for_diagnostics_and_alerts_in_a_real_pg_cron_database(cron_db):
+    """Right after schedule_token_refresh the SCHEDULE step is OK (it once looked for the
+    seed's command only); a failed run of our job raises CRON_JOB_FAILED, and of another
+    job does not; the prune job's command is valid SQL that deletes old runs."""
+    with psycopg.connect(cron_db, autocommit=True) as c:
+        token = c.execute("SELECT tests.make_token()").fetchone()[0]
+
+        def schedule_step():
+            return c.execute("SELECT result, details FROM auth.test_token_refresh_system(%s)"
+                             " WHERE step = 'SCHEDULE'", (token,)).fetchone()
+
+        assert schedule_step()[0].startswith("WARN: no active pg_cron job runs the batch")
+        job = c.execute("SELECT auth.schedule_token_refresh()").fetchone()[0]
+        other = c.execute("SELECT cron.schedule('someone-else', '0 1 * * *', 'SELECT 1')"
+                          ).fetchone()[0]
+        try:
+            result, details = schedule_step()
+            assert result == "OK"
+            assert sorted((j["jobname"], j["kind"]) for j in details["jobs"]) == [
+                ("token-refresh-check", "batch"), ("token-refresh-check-prune", "prune")]
+            c.execute("INSERT INTO cron.job_run_details (jobid, runid, database, username,"
+                      " command, status, start_time, end_time) SELECT j, nextval("
+                      "'cron.runid_seq'), current_database(), current_user, 'x', 'failed',"
+                      " now() - interval '1 hour', now() - interval '1 hour'"
+                      " FROM unnest(ARRAY[%s, %s]::bigint[]) AS j", (job, other))
+            alerts = dict(c.execute("SELECT alert, observed FROM auth.refresh_alerts").fetchall())
+            assert alerts.get("CRON_JOB_FAILED") == 1
+            assert schedule_step()[0] == "WARN: the last run of a batch job failed"
+            c.execute("UPDATE cron.job_run_details SET end_time = now() - interval '15 days'"
+                      " WHERE jobid = %s", (job,))
+            prune = c.execute("SELECT command FROM auth.token_refresh_cron_jobs()"
+                              " WHERE job_name LIKE '%%-prune'").fetchone()[0]
+            c.execute(prune)
+            left = c.execute("SELECT jobid FROM cron.job_run_details WHERE jobid IN (%s, %s)",
+                             (job, other)).fetchall()
+            assert left == [(other,)]
+        finally:
+            c.execute("SELECT auth.unschedule_token_refresh()")
+            c.execute("SELECT cron.unschedule('someone-else')")
+            c.execute("DELETE FROM cron.job_run_details")
+
+
 def test_a_real_pg_cron_job_runs_the_batch(cron_db):
     with psycopg.connect(cron_db, autocommit=True) as c:
         c.execute("SELECT tests.bulk_tokens(5, 'API_KEY', '3 days', 'cron')")

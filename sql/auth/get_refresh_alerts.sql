@@ -79,24 +79,17 @@ BEGIN
         RETURN NEXT;
     END IF;
 
-    IF pg_catalog.to_regclass('cron.job_run_details') IS NOT NULL THEN
-        -- Dynamic SQL: cron's tables exist only where pg_cron is installed.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.count(*), pg_catalog.min(d.start_time)
-            FROM %1$I.job_run_details AS d
-            INNER JOIN %1$I.job AS j ON d.jobid = j.jobid
-            WHERE d.status = 'failed' AND d.start_time > $1 - interval '24 hours'
-              AND (j.command ILIKE '%%refresh_expiring_tokens%%' OR j.jobname LIKE 'token-refresh%%')
-        $q$, 'cron') INTO v_count, v_first USING v_now;
-        IF v_count > 0 THEN
-            alert := 'CRON_JOB_FAILED';
-            severity := 'warning';
-            observed := v_count::numeric;
-            message := pg_catalog.format('%s pg_cron run(s) of the refresh jobs failed in 24 hours',
-                                         v_count);
-            since := v_first;
-            RETURN NEXT;
-        END IF;
+    SELECT pg_catalog.sum(j.failed_last_day)::bigint, pg_catalog.min(j.first_failure_last_day)
+    INTO v_count, v_first
+    FROM auth._token_refresh_jobs() AS j;
+    IF v_count > 0 THEN
+        alert := 'CRON_JOB_FAILED';
+        severity := 'warning';
+        observed := v_count::numeric;
+        message := pg_catalog.format('%s pg_cron run(s) of the refresh jobs failed in 24 hours',
+                                     v_count);
+        since := v_first;
+        RETURN NEXT;
     END IF;
 
     SELECT pg_catalog.max(h.last_seen_at) INTO v_first FROM auth.refresher_heartbeat AS h;

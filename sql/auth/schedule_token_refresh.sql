@@ -17,8 +17,9 @@ DECLARE
     v_job bigint;
     v_id bigint;
     v_row record;
+    v_cron name := auth._cron_schema();
 BEGIN
-    IF pg_catalog.to_regnamespace('cron') IS NULL THEN
+    IF v_cron IS NULL THEN
         IF v_cron_db IS NULL THEN
             RAISE EXCEPTION 'pg_cron is not installed'
                 USING ERRCODE = 'feature_not_supported',
@@ -35,8 +36,8 @@ BEGIN
                       'CALL auth.refresh_expiring_tokens_job()', pg_catalog.current_database());
     END IF;
     FOR v_row IN SELECT j.* FROM auth.token_refresh_cron_jobs(p_schedule, p_job_name) AS j LOOP
-        -- Dynamic SQL: the cron schema exists only where pg_cron is installed.
-        EXECUTE pg_catalog.format('SELECT %I.schedule_in_database($1, $2, $3, $4)', 'cron')
+        -- Dynamic SQL: pg_cron's schema exists only where it is installed.
+        EXECUTE pg_catalog.format('SELECT %I.schedule_in_database($1, $2, $3, $4)', v_cron)
         INTO v_id
         USING v_row.job_name, v_row.schedule, v_row.command, v_row.database_name;
         v_job := coalesce(v_job, v_id);

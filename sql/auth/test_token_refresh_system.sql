@@ -164,28 +164,21 @@ BEGIN
 
     -- 8. Schedule: is the batch job scheduled with pg_cron, and how did it last run?
     step := 'SCHEDULE';
-    IF pg_catalog.to_regclass('cron.job') IS NULL THEN
+    IF auth._cron_schema() IS NULL THEN
         result := 'WARN: pg_cron is not installed in this database; idle tokens rely on the refresher';
         details := '{}';
     ELSE
-        -- Dynamic SQL: cron's tables exist only where pg_cron is installed.
-        EXECUTE pg_catalog.format($q$
-            SELECT pg_catalog.jsonb_build_object(
-                'jobs', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                    'jobid', j.jobid, 'jobname', j.jobname, 'schedule', j.schedule,
-                    'active', j.active,
-                    'last_status', r.status, 'last_start', r.start_time)), '[]'))
-            FROM %1$I.job AS j
-            LEFT JOIN LATERAL (
-                SELECT d.status, d.start_time FROM %1$I.job_run_details AS d
-                WHERE d.jobid = j.jobid ORDER BY d.start_time DESC LIMIT 1
-            ) AS r ON TRUE
-            WHERE j.command ILIKE '%%refresh_expiring_tokens_batch%%'
-        $q$, 'cron') INTO v_job;
+        SELECT pg_catalog.jsonb_build_object('jobs', coalesce(pg_catalog.jsonb_agg(
+                   pg_catalog.jsonb_build_object(
+                       'jobid', j.jobid, 'jobname', j.jobname, 'kind', j.kind,
+                       'schedule', j.schedule, 'active', j.active,
+                       'last_status', j.last_status, 'last_start', j.last_start)), '[]'))
+        INTO v_job
+        FROM auth._token_refresh_jobs() AS j;
         result := CASE
-            WHEN pg_catalog.jsonb_array_length(v_job -> 'jobs') = 0
-                THEN 'WARN: no pg_cron job runs auth.refresh_expiring_tokens_batch'
-            WHEN v_job @? '$.jobs[*] ? (@.last_status == "failed")'
+            WHEN NOT v_job @? '$.jobs[*] ? (@.kind == "batch" && @.active == true)'
+                THEN 'WARN: no active pg_cron job runs the batch refresh for this database'
+            WHEN v_job @? '$.jobs[*] ? (@.kind == "batch" && @.last_status == "failed")'
                 THEN 'WARN: the last run of a batch job failed'
             ELSE 'OK'
         END;
@@ -193,26 +186,12 @@ BEGIN
     END IF;
     RETURN NEXT;
 
-    -- 9. Security sanity: pinned search_path, no PUBLIC execute, no table for the API role.
-    SELECT pg_catalog.jsonb_build_object(
-        'unpinned_security_definer', coalesce(pg_catalog.jsonb_agg(p.oid::regprocedure::text)
-            FILTER (WHERE p.prosecdef AND NOT coalesce(p.proconfig, '{}')
-                    @> '{"search_path=pg_catalog, pg_temp"}'), '[]'),
-        'public_executable', coalesce(pg_catalog.jsonb_agg(p.oid::regprocedure::text)
-            FILTER (WHERE pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE')), '[]'),
-        'api_readable_tables', (
-            SELECT coalesce(pg_catalog.jsonb_agg(c.relname), '[]')
-            FROM pg_catalog.pg_class AS c
-            WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
-              AND pg_catalog.has_table_privilege('pyvault_api', c.oid, 'SELECT'))
-    ) INTO v_bad
-    FROM pg_catalog.pg_proc AS p
-    WHERE p.pronamespace = 'auth'::regnamespace;
+    -- 9. Security: the invariants of DESIGN.md section 5, checked on this live database.
+    v_bad := auth._security_findings();
     step := 'SECURITY';
     result := CASE
-        WHEN v_bad -> 'unpinned_security_definer' <> '[]'
-          OR v_bad -> 'public_executable' <> '[]'
-          OR v_bad -> 'api_readable_tables' <> '[]' THEN 'FAIL: see details'
+        WHEN EXISTS (SELECT FROM pg_catalog.jsonb_each(v_bad) AS f WHERE f.value <> '[]')
+            THEN 'FAIL: see details'
         ELSE 'OK'
     END;
     details := v_bad;

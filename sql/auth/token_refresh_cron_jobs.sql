@@ -23,10 +23,16 @@ BEGIN
     RETURN NEXT;
     job_name := p_job_name || '-prune';
     schedule := '17 3 * * *';
+    -- pg_cron runs this with the job owner's search_path in the cron database, so every
+    -- operator and function is qualified (the cron schema there is pg_cron's own: a
+    -- schema name is unique, and pg_cron creates it). OPERATOR() has one precedence for
+    -- all operators, hence the parentheses.
     command := pg_catalog.format(
-        'DELETE FROM cron.job_run_details WHERE end_time < now() - interval %L'
-        || ' AND jobid IN (SELECT jobid FROM cron.job WHERE jobname IN (%L, %L))',
-        '14 days', p_job_name, p_job_name || '-prune');
+        'DELETE FROM cron.job_run_details WHERE end_time OPERATOR(pg_catalog.<) '
+        || '(pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval) '
+        || 'AND jobid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT j.jobid FROM cron.job AS j '
+        || 'WHERE j.jobname OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.text[])))',
+        '14 days', ARRAY[p_job_name, p_job_name || '-prune']);
     database_name := coalesce(pg_catalog.current_setting('cron.database_name', TRUE), 'postgres');
     RETURN NEXT;
 END;

@@ -12,17 +12,18 @@ DECLARE
     v_removed boolean := FALSE;
     v_name text;
     v_exists boolean;
+    v_cron name := auth._cron_schema();
 BEGIN
-    IF pg_catalog.to_regnamespace('cron') IS NULL THEN
+    IF v_cron IS NULL THEN
         RAISE EXCEPTION 'pg_cron is not installed in this database'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Jobs live where pg_cron is; use pyvault-tokens unschedule.';
     END IF;
     FOREACH v_name IN ARRAY ARRAY[p_job_name, p_job_name || '-prune'] LOOP
-        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.job WHERE jobname = $1)', 'cron')
+        EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.job WHERE jobname = $1)', v_cron)
         INTO v_exists USING v_name;
         IF v_exists THEN
-            EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', 'cron') USING v_name;
+            EXECUTE pg_catalog.format('SELECT %I.unschedule($1)', v_cron) USING v_name;
             v_removed := v_removed OR v_name = p_job_name;
         END IF;
     END LOOP;
