@@ -11,6 +11,11 @@ prints the file's path, never the token. Then it serves on 127.0.0.1:8000 until 
     GET  /health       no token needed (an exempt path)
     GET  /api/me       any valid token (the middleware requires api:read)
     POST /api/items    the token must also hold api:write
+    GET  /docs         Swagger UI; its Authorize button takes the token (PyvaultBearer)
+    GET  /metrics      pyvault_requests_total and pyvault_validation_seconds (Prometheus)
+
+With --cors-origin https://app.example a browser app on that origin may call the API and
+read X-New-Token, X-Token-Expires and X-Refresh-Reason.
 
 `python examples/call_api.py` calls it with the stored token and follows the rotation.
 """
@@ -30,13 +35,16 @@ from typing import Annotated
 
 import psycopg
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
+from starlette.middleware.cors import CORSMiddleware
 
 from pyvault_tokens import api
-from pyvault_tokens.asgi import PyvaultAuth, TokenRefreshMiddleware, require_scope
+from pyvault_tokens.asgi import EXPOSE_HEADERS, PyvaultAuth, TokenRefreshMiddleware
 from pyvault_tokens.display import token_prefix
+from pyvault_tokens.fastapi import Authenticated, require
 from pyvault_tokens.migrate import migrate
 from pyvault_tokens.store import TokenStore
 
@@ -50,12 +58,14 @@ class NewItem(BaseModel):
 
 def _pool(url: str, name: str) -> AsyncConnectionPool:
     # A short checkout timeout and statement timeout: an unreachable or stuck database
-    # answers 503 within about two seconds instead of holding requests.
+    # answers 503 within about two seconds instead of holding requests. No check= here:
+    # the middleware itself retries a validation whose pooled connection died.
     return AsyncConnectionPool(url, min_size=1, max_size=10, timeout=2, open=False, name=name,
                                kwargs={"options": "-c statement_timeout=2000"})
 
 
-def create_app(database_url: str, replica_url: str | None = None) -> FastAPI:
+def create_app(database_url: str, replica_url: str | None = None,
+               cors_origins: list[str] | None = None) -> FastAPI:
     pool = _pool(database_url, "primary")
     replica = _pool(replica_url, "replica") if replica_url else None
 
@@ -73,7 +83,16 @@ def create_app(database_url: str, replica_url: str | None = None) -> FastAPI:
 
     app = FastAPI(title="pyvault-tokens example", lifespan=lifespan)
     app.add_middleware(TokenRefreshMiddleware, pool=pool, replica_pool=replica,
-                       exempt_paths=("/health", "/docs", "/openapi.json"))
+                       exempt_paths=("/health", "/docs", "/openapi.json", "/metrics",
+                                     "/metrics/"))
+    if cors_origins:
+        # Added last, so it is outermost: it also decorates the middleware's 401s, and a
+        # preflight never reaches the middleware. Its expose list names the token headers.
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"],
+                           expose_headers=list(EXPOSE_HEADERS))
+    app.mount("/metrics", make_asgi_app())
     ids = itertools.count(1)
 
     @app.get("/health")
@@ -81,14 +100,13 @@ def create_app(database_url: str, replica_url: str | None = None) -> FastAPI:
         return {"ok": True}
 
     @app.get("/api/me")
-    async def me(request: Request) -> dict:
-        auth: PyvaultAuth = request.state.pyvault
+    async def me(auth: Authenticated) -> dict:
+        # The same identity as request.user (user_hk, tenant_hk) and request.auth.scopes.
         return auth.as_dict()
 
     @app.post("/api/items", status_code=201)
     async def create_item(item: NewItem,
-                          auth: Annotated[PyvaultAuth, Depends(require_scope("api:write"))],
-                          ) -> dict:
+                          auth: Annotated[PyvaultAuth, require("api:write")]) -> dict:
         return {"id": next(ids), "name": item.name, "owner": auth.user_hk}
 
     return app
@@ -128,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a read replica to validate on (default: $REPLICA_URL)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--cors-origin", action="append", default=[],
+                        help="an origin whose browser apps may call the API (repeatable)")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE,
                         help=f"token store file for the demo token (default: {DEFAULT_STORE})")
     args = parser.parse_args(argv)
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{TOKEN_NAME!r} in {store.path}", flush=True)
         print(f"try:  python examples/call_api.py --url {base} --store {store.path}", flush=True)
         print(f"listening on {base}", flush=True)
-        config = uvicorn.Config(create_app(url, args.replica), log_level="info")
+        config = uvicorn.Config(create_app(url, args.replica, args.cors_origin), log_level="info")
         uvicorn.Server(config).run(sockets=[sock])
 
 

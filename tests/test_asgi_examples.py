@@ -141,6 +141,21 @@ def test_the_fastapi_example_serves_and_its_token_rotates(python_app) -> None:
         assert token[13:] not in proc.output, "the example printed or logged a token"
 
 
+def test_the_fastapi_example_declares_bearer_security_and_exports_metrics(python_app,
+                                                                          conn) -> None:
+    url, _, _ = python_app
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["PyvaultBearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/api/items"]["post"]["security"] == [{"PyvaultBearer": ["api:write"]}]
+    assert spec["paths"]["/api/me"]["get"]["security"] == [{"PyvaultBearer": []}]
+    token = make_token(conn, "30 days")
+    assert httpx.get(f"{url}/api/me", headers={"Authorization": f"Bearer {token}"}).is_success
+    text = httpx.get(f"{url}/metrics/").text
+    ok = re.search(r'^pyvault_requests_total\{outcome="ok"\} (\S+)$', text, re.M)
+    assert ok and float(ok.group(1)) >= 1, text[:2000]
+    assert "pyvault_validation_seconds_bucket" in text
+
+
 def test_call_api_example_follows_the_rotation(python_app, conn, tmp_path) -> None:
     url, _, _ = python_app
     store = TokenStore(tmp_path / "tokens.json")
