@@ -1,11 +1,14 @@
 """`pyvault-tokens demo`: the refresh story, told against a real database.
 
-Without --database it runs on an embedded throwaway cluster. It issues a token that
-expires in 3 days, lets validation refresh it, shows the old token working through
-its grace window and refused after it, shows reuse detection revoking a family, and
-runs the diagnostics. To keep the story short it sets the API token type's grace
-window to 2 s for its duration and restores the policy afterwards. Tokens are shown
-by prefix only.
+Without --database it runs on an embedded throwaway cluster. It tells the default
+story: token A expires in 3 days, so the next request refreshes it and hands back its
+successor B (with the headers the HTTP layer would send); A keeps working through its
+grace window; replaying A after the window is reuse, and with the default reuse action
+REVOKE_FAMILY that revokes the whole family, B included. Then the batch job extends an
+idle API key C that nobody presents, and the diagnostics look at C. To keep the story
+short it sets the API token type's grace window to 2 s for its duration (and the reuse
+action to its default, REVOKE_FAMILY, should the database have another) and restores
+the policy afterwards. Tokens are shown by prefix only.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from psycopg.rows import dict_row
 from rich.console import Console
 
 from pyvault_tokens import api
+from pyvault_tokens.asgi import _rfc3339 as header_time  # X-Token-Expires, as sent
 from pyvault_tokens.display import token_prefix
+from pyvault_tokens.errors import ConfigError
 from pyvault_tokens.migrate import migrate
 
 GRACE_SECONDS = 2
@@ -31,11 +36,10 @@ def _database(url: str | None, console: Console):
         return
     try:
         from pyvault_tokens.embedded import start_cluster
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit(
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ConfigError(
             "the embedded demo needs testing.postgresql: pip install 'pyvault-tokens[embedded]',"
-            " or pass --database URL"
-        ) from exc
+            " or pass --database URL") from None
     console.print("[dim]starting an embedded throwaway PostgreSQL cluster…[/dim]")
     pg = start_cluster()
     try:
@@ -48,11 +52,17 @@ def _database(url: str | None, console: Console):
 
 def _show(console: Console, label: str, row: dict) -> None:
     verdict = "[green]valid[/green]" if row["is_valid"] else "[red]refused[/red]"
-    extra = ""
-    if row.get("new_token"):
-        extra = f", X-New-Token: {token_prefix(row['new_token'])}"
-    console.print(f"  {label}: {verdict}, reason [bold]{row['refresh_reason']}[/bold]{extra}")
+    console.print(f"  {label}: {verdict}, reason [bold]{row['refresh_reason']}[/bold]")
     console.print(f"    [dim]{row['message']}[/dim]")
+
+
+def _headers(console: Console, row: dict) -> None:
+    """The refresh headers the HTTP middlewares add to this answer, as they carry them."""
+    if row["new_token"]:
+        console.print(f"    X-New-Token: {token_prefix(row['new_token'])}"
+                      "  [dim](the whole token in the real header)[/dim]")
+    console.print(f"    X-Token-Expires: {header_time(row['expires_at'])}")
+    console.print(f"    X-Refresh-Reason: {row['refresh_reason']}")
 
 
 def run_demo(database: str | None, console: Console) -> None:
@@ -69,7 +79,7 @@ def run_demo(database: str | None, console: Console) -> None:
                 " WHERE token_type = 'API'"
             ).fetchone()
             try:
-                _story(conn, console)
+                _story(conn, console, saved["reuse_action"])
             finally:
                 conn.execute(
                     "SELECT auth.set_refresh_policy('API', p_grace_period => %s,"
@@ -78,56 +88,66 @@ def run_demo(database: str | None, console: Console) -> None:
                 )
 
 
-def _story(conn: psycopg.Connection, console: Console) -> None:
+def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> None:
     conn.execute(
         "SELECT auth.set_refresh_policy('API', p_grace_period => %s::interval,"
-        " p_reuse_action => 'REJECT')", (f"{GRACE_SECONDS} seconds",),
+        " p_reuse_action => 'REVOKE_FAMILY')", (f"{GRACE_SECONDS} seconds",),
     )
+    note = "" if reuse_action == "REVOKE_FAMILY" else f" (this database had {reuse_action})"
+    console.print(f"  API tokens, for this demo: grace window {GRACE_SECONDS} s (60 s by "
+                  f"default), reuse action REVOKE_FAMILY (the default){note}")
     keys = api.register_user(conn, "demo-tenant", "demo-user")
 
-    console.rule("2. issue a token that expires in 3 days")
+    console.rule("2. token A: issued to demo-user, expiring in 3 days")
     issued = api.issue(conn, keys["user_hk"], keys["tenant_hk"], scope=["api:read"],
                        token_type="API", expires_in="3 days")
     old = issued["token"]
-    console.print(f"  issued {token_prefix(old)} (shown once; only its sha256 is stored),"
-                  f" expires {issued['expires_at']:%Y-%m-%d %H:%M}")
+    console.print(f"  token A is {token_prefix(old)} (shown once; only its sha256 is stored),"
+                  f" expires {header_time(issued['expires_at'])}")
 
-    console.rule("3. the next request validates it and gets a new token back")
+    console.rule("3. A is within 7 days of expiry: the next request refreshes it")
     first = api.validate_and_refresh(conn, old)
     _show(console, "old token", first)
     new = first["new_token"]
-    console.print(f"  the HTTP layer answers with X-New-Token, X-Token-Expires "
-                  f"{first['expires_at']:%Y-%m-%d %H:%M}, "
-                  f"X-Refresh-Reason {first['refresh_reason']}")
+    console.print(f"  token B is A's successor, {token_prefix(new)}; the HTTP layer answers"
+                  " with these headers:")
+    _headers(console, first)
     again = api.validate_and_refresh(conn, old)
     _show(console, "old token again (a retry, or a request in flight)", again)
     same = "yes" if again["new_token"] == new else "NO"
     console.print(f"  same successor handed out again: [bold]{same}[/bold]")
 
-    console.rule(f"4. the client switches; the old token lives {GRACE_SECONDS} s more")
-    _show(console, "new token", api.validate_and_refresh(conn, new))
+    console.rule(f"4. the client switches to B; A lives {GRACE_SECONDS} s more")
+    _show(console, "new token B", api.validate_and_refresh(conn, new))
     _show(console, "old token, inside its grace window", api.validate_and_refresh(conn, old))
 
-    console.rule("5. after the grace window the old token is refused")
+    console.rule("5. after the grace window, A is replayed: reuse revokes the whole family")
     time.sleep(GRACE_SECONDS + 0.5)
     _show(console, "old token", api.validate_and_refresh(conn, old))
-    _show(console, "new token", api.validate_and_refresh(conn, new))
-
-    console.rule("6. reuse detection: a stolen old token revokes its family")
-    conn.execute("SELECT auth.set_refresh_policy('API', p_reuse_action => 'REVOKE_FAMILY')")
-    victim = api.issue(conn, keys["user_hk"], keys["tenant_hk"], token_type="API",
-                       expires_in="3 days")["token"]
-    rotated = api.validate_and_refresh(conn, victim)["new_token"]
-    api.validate_and_refresh(conn, rotated)
-    time.sleep(GRACE_SECONDS + 0.5)
-    _show(console, "old token presented by a thief", api.validate_and_refresh(conn, victim))
-    _show(console, "the legitimate successor", api.validate_and_refresh(conn, rotated))
+    _show(console, "the legitimate successor B, revoked with its family",
+          api.validate_and_refresh(conn, new))
     events = conn.execute(
         "SELECT count(*) AS n FROM auth.security_event WHERE event_type = 'TOKEN_REUSE'"
     ).fetchone()["n"]
     console.print(f"  reuse events in the security log so far: {events}")
+    console.print("  [dim]clients that switch on the first X-New-Token never replay; the reuse"
+                  " action REJECT would refuse A alone[/dim]")
 
-    console.rule("7. diagnostics for the new token (a dry run: nothing changes)")
+    console.rule("6. token C: an idle API key; the batch job refreshes it")
+    idle = api.issue(conn, keys["user_hk"], keys["tenant_hk"], token_type="API_KEY",
+                     expires_in="3 days")
+    key = idle["token"]
+    console.print(f"  token C is {token_prefix(key)}, an API key (EXTEND policy) that nobody "
+                  f"presents, expiring {header_time(idle['expires_at'])}")
+    batch = api.refresh_batch(conn)
+    counts = batch["details"]["counts"]
+    console.print(f"  auth.refresh_expiring_tokens_batch(): {batch['tokens_found']} due, "
+                  f"{counts['extended']} extended, {counts['enqueued']} enqueued for their "
+                  "holders (ROTATE tokens, via NOTIFY pyvault_token_refresh)")
+    status = api.status(conn, key)
+    console.print(f"  token C, same secret, now expires {header_time(status['expires_at'])}")
+
+    console.rule("7. diagnostics for token C (a dry run: nothing changes)")
     from pyvault_tokens.cli import print_diagnosis
 
-    print_diagnosis(api.diagnose(conn, new))
+    print_diagnosis(api.diagnose(conn, key))

@@ -88,14 +88,33 @@ def test_refresh_prints_the_new_token_once_then_revoke(db_url, near_token):
     assert run(db_url, "validate", near_token).returncode == 1
 
 
-def test_demo_against_a_database_tells_the_story_without_whole_tokens(db_url):
+def test_demo_against_a_database_tells_the_default_story_without_whole_tokens(db_url):
     result = run(db_url, "demo", "--database", db_url)
     assert result.returncode == 0, result.stderr
     text = result.stdout
+    assert "reuse action REVOKE_FAMILY (the default)" in text
     assert "old token: valid, reason EXPIRING_SOON" in text
     assert "same successor handed out again: yes" in text
     assert "old token, inside its grace window: valid" in text
-    assert "old token: refused" in text
-    assert "the legitimate successor: refused" in text
+    # The default reuse action: replaying A after its grace revokes B as well.
+    assert "old token: refused, reason REUSE_DETECTED" in text
+    assert "the legitimate successor B, revoked with its family: refused" in text
+    # X-Token-Expires exactly as the ASGI middleware sends it (RFC 3339, ms, Z).
+    assert re.search(r"X-Token-Expires: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\n", text)
+    # The batch job extends the idle API key.
+    assert re.search(r"refresh_expiring_tokens_batch\(\): \d+ due, [1-9]\d* extended", text)
     assert "REFRESH_DRY_RUN" in text
     assert not WHOLE_TOKEN.search(text + result.stderr)
+    # Every token shown is introduced first: its first mention says which token it is.
+    for prefix in dict.fromkeys(re.findall(r"ovt_prod_[0-9a-f]{4}…", text)):
+        first = next(line for line in text.splitlines() if prefix in line)
+        assert re.match(r"  token [A-C] is ", first), first
+
+
+def test_demo_restores_the_policy(db_url):
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        policy = conn.execute("SELECT grace_period, reuse_action FROM auth.token_refresh_policy"
+                              " WHERE token_type = 'API'").fetchone()
+    assert str(policy[0]) == "0:01:00" and policy[1] == "REVOKE_FAMILY"
