@@ -23,6 +23,12 @@ BEGIN
     WHERE p.token_type = p_token_type;
     IF v_action = 'REVOKE_FAMILY' THEN
         v_revoked := auth._revoke_family(p_family_hk, 'reuse of a rotated token', p_source);
+    ELSE
+        -- REJECT: the presented token is dead, so the successor kept for its holder is of
+        -- no more use to anyone; erase it now rather than at the next batch run.
+        UPDATE auth.api_token_bridge AS b
+        SET successor_secret = NULL
+        WHERE b.api_token_hk = p_api_token_hk AND b.successor_secret IS NOT NULL;
     END IF;
     INSERT INTO auth.security_event (
         event_type, api_token_hk, family_hk, tenant_hk, tokens_revoked, detail

@@ -2,11 +2,14 @@
 -- Concurrent callers queue on the lock; every one after the first finds the successor
 -- kept for the predecessor and returns it (ALREADY_REFRESHED), so one token never gets
 -- two successors and every caller gets the same new token.
+-- p_force_limited: the caller is not an admin, so a force obeys force_min_interval.
+DROP FUNCTION IF EXISTS auth._refresh_token(text, interval, boolean, text);
 CREATE OR REPLACE FUNCTION auth._refresh_token(
     p_token text,
     p_threshold interval,
     p_force boolean,
     p_trigger text,
+    p_force_limited boolean DEFAULT FALSE,
     OUT o_success boolean,
     OUT o_new_token text,
     OUT o_expires_at timestamptz,
@@ -24,6 +27,7 @@ DECLARE
     v_new_expires_at timestamptz;
     v_successor record;
     v_source text := 'pyvault:refresh:' || pg_catalog.lower(p_trigger);
+    v_changed_at timestamptz;
 BEGIN
     o_success := FALSE;
     SELECT b.* INTO v_token
@@ -76,6 +80,21 @@ BEGIN
         PERFORM auth._log_refresh_event(v_token, p_trigger, 'ALREADY_REFRESHED', o_refresh_reason,
                                         v_token.successor_hk, o_expires_at);
         RETURN;
+    END IF;
+
+    IF p_force AND p_force_limited THEN
+        -- The current satellite row was written when the token was issued or last
+        -- refreshed, by rotation or extension alike. A refused force writes nothing.
+        SELECT s.load_date INTO v_changed_at
+        FROM auth.api_token_s AS s
+        WHERE s.api_token_hk = v_token.api_token_hk AND s.load_end_date IS NULL;
+        IF v_changed_at > v_now - v_policy.force_min_interval THEN
+            o_refresh_reason := 'FORCE_RATE_LIMITED';
+            o_expires_at := v_token.expires_at;
+            o_message := 'This token was issued or refreshed less than '
+                || v_policy.force_min_interval::text || ' ago; a forced refresh must wait';
+            RETURN;
+        END IF;
     END IF;
 
     v_threshold := coalesce(p_threshold, v_policy.refresh_threshold);
@@ -172,4 +191,4 @@ BEGIN
     o_expires_at := v_new_expires_at;
 END;
 $$;
-REVOKE ALL ON FUNCTION auth._refresh_token(text, interval, boolean, text) FROM public;
+REVOKE ALL ON FUNCTION auth._refresh_token(text, interval, boolean, text, boolean) FROM public;

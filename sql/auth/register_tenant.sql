@@ -7,8 +7,11 @@ AS $$
 DECLARE
     v_hk bytea;
 BEGIN
-    IF p_tenant_bk IS NULL OR pg_catalog.btrim(p_tenant_bk) = '' OR pg_catalog.length(p_tenant_bk) > 200 THEN
-        RAISE EXCEPTION 'tenant name must be 1 to 200 characters'
+    -- Control characters (newlines, NUL-like bytes, escapes) would forge log lines and
+    -- terminal output wherever the name is shown.
+    IF p_tenant_bk IS NULL OR pg_catalog.btrim(p_tenant_bk) = '' OR pg_catalog.length(p_tenant_bk) > 200
+       OR p_tenant_bk ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'tenant name must be 1 to 200 characters, not blank, without control characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_hk := pg_catalog.sha256(pg_catalog.convert_to('tenant:' || p_tenant_bk, 'UTF8'));

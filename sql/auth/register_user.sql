@@ -7,8 +7,11 @@ AS $$
 DECLARE
     v_hk bytea;
 BEGIN
-    IF p_user_bk IS NULL OR pg_catalog.btrim(p_user_bk) = '' OR pg_catalog.length(p_user_bk) > 200 THEN
-        RAISE EXCEPTION 'user name must be 1 to 200 characters'
+    -- Control characters (newlines, NUL-like bytes, escapes) would forge log lines and
+    -- terminal output wherever the name is shown.
+    IF p_user_bk IS NULL OR pg_catalog.btrim(p_user_bk) = '' OR pg_catalog.length(p_user_bk) > 200
+       OR p_user_bk ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'user name must be 1 to 200 characters, not blank, without control characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT EXISTS (SELECT FROM auth.tenant_h AS t WHERE t.tenant_hk = p_tenant_hk) THEN

@@ -1,5 +1,8 @@
 -- Change the refresh policy of a token type; arguments left NULL keep their value.
 -- Live tokens of that type get their refresh point recomputed in the same transaction.
+DROP FUNCTION IF EXISTS auth.set_refresh_policy(
+    text, text, interval, interval, interval, interval, text, interval, boolean
+);
 CREATE OR REPLACE FUNCTION auth.set_refresh_policy(
     p_token_type text,
     p_strategy text DEFAULT NULL,
@@ -9,7 +12,8 @@ CREATE OR REPLACE FUNCTION auth.set_refresh_policy(
     p_grace_period interval DEFAULT NULL,
     p_reuse_action text DEFAULT NULL,
     p_usage_debounce interval DEFAULT NULL,
-    p_predictive_refresh boolean DEFAULT NULL
+    p_predictive_refresh boolean DEFAULT NULL,
+    p_force_min_interval interval DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -27,6 +31,7 @@ BEGIN
         reuse_action = coalesce(p_reuse_action, p.reuse_action),
         usage_debounce = coalesce(p_usage_debounce, p.usage_debounce),
         predictive_refresh = coalesce(p_predictive_refresh, p.predictive_refresh),
+        force_min_interval = coalesce(p_force_min_interval, p.force_min_interval),
         updated_at = pg_catalog.now()
     WHERE p.token_type = p_token_type
     RETURNING p.* INTO v_policy;
@@ -44,11 +49,11 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION auth.set_refresh_policy(
-    text, text, interval, interval, interval, interval, text, interval, boolean
+    text, text, interval, interval, interval, interval, text, interval, boolean, interval
 ) IS 'Change the refresh policy of a token type (NULL arguments keep their value); returns it.';
 REVOKE ALL ON FUNCTION auth.set_refresh_policy(
-    text, text, interval, interval, interval, interval, text, interval, boolean
+    text, text, interval, interval, interval, interval, text, interval, boolean, interval
 ) FROM public;
 GRANT EXECUTE ON FUNCTION auth.set_refresh_policy(
-    text, text, interval, interval, interval, interval, text, interval, boolean
+    text, text, interval, interval, interval, interval, text, interval, boolean, interval
 ) TO pyvault_admin;

@@ -1,0 +1,1 @@
+ALTER TABLE auth.token_refresh_policy DROP COLUMN force_min_interval;
