@@ -235,8 +235,10 @@ def test_errors_are_classified_by_sqlstate():
              "57P01": errors.DOWN, "57P03": errors.DOWN, "08006": errors.DOWN,
              "57014": errors.DOWN, "25006": errors.READ_ONLY, "22023": errors.OTHER}
     for sqlstate, kind in cases.items():
-        exc = psycopg.errors.lookup(sqlstate)("boom")
+        exc = psycopg.errors.lookup(sqlstate)('function auth.x() does not exist')
         assert errors.classify(exc).kind == kind, sqlstate
+    cron = psycopg.errors.InvalidSchemaName('schema "cron" does not exist')
+    assert errors.classify(cron).kind == errors.OTHER, "pg_cron's objects are not ours"
 
 
 def test_the_exit_codes_are_in_the_help():
