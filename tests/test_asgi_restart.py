@@ -133,4 +133,5 @@ def test_no_request_fails_once_the_database_is_back(own_cluster, caplog) -> None
     assert retried, "the dead connections were met, and the validations retried"
     assert len(retried) <= 2 * POOL_SIZE + 1
     assert not any("validation unavailable" in m for m in caplog.messages)
-    assert pool.get_stats().get("connections_lost", 0) >= POOL_SIZE
+    # Each restart replaced every pooled connection: 8 at the start, 8 after each restart.
+    assert pool.get_stats()["connections_num"] >= 3 * POOL_SIZE
