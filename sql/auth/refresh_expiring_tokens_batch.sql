@@ -146,8 +146,12 @@ BEGIN
                 WITH queued AS (
                     INSERT INTO auth.token_refresh_outbox (api_token_hk, tenant_hk, reason, expires_at)
                     SELECT b.api_token_hk, b.tenant_hk,
-                           CASE WHEN b.expires_at - p.refresh_threshold <= v_now
-                               THEN 'EXPIRING_SOON' ELSE 'PREDICTED_IDLE' END,
+                           -- Only usage predicts: a refresh point reached before the
+                           -- policy threshold. A token taken by an explicit threshold
+                           -- alone is expiring soon by the operator's measure.
+                           CASE WHEN b.refresh_after <= v_now
+                                     AND b.expires_at - p.refresh_threshold > v_now
+                               THEN 'PREDICTED_IDLE' ELSE 'EXPIRING_SOON' END,
                            b.expires_at
                     FROM auth.api_token_bridge AS b
                     INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type

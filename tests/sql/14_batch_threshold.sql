@@ -2,7 +2,7 @@
 -- many days (found through the due index, bounded by the smallest policy threshold),
 -- and nothing else.
 BEGIN;
-SELECT plan(5);
+SELECT plan(6);
 
 SELECT tests.bulk_tokens(5, 'PRODUCTION', '10 days');              -- ROTATE, within 14 days
 SELECT tests.bulk_tokens(4, 'API_KEY', '10 days');                 -- EXTEND, within 14 days
@@ -22,6 +22,11 @@ SELECT results_eq(
        FROM auth.refresh_expiring_tokens_batch(p_threshold_days => 14, p_batch_size => 2) $$,
     $$ VALUES (9, 4, 5) $$,
     'the run extends the 4 EXTEND tokens and enqueues the 5 ROTATE ones'
+);
+SELECT is(
+    (SELECT pg_catalog.array_agg(DISTINCT o.reason::text) FROM auth.token_refresh_outbox AS o),
+    ARRAY['EXPIRING_SOON'],
+    'never-used tokens inside the explicit threshold are EXPIRING_SOON: only usage predicts'
 );
 SELECT is(
     (SELECT count(*)::int FROM auth.api_token_bridge
