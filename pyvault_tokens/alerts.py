@@ -15,25 +15,20 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pyvault_tokens import api
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
-ALERTS_SQL = (
-    "SELECT a.alert, a.severity, a.message, a.observed, a.since"
-    " FROM auth.refresh_alerts AS a"
-    " ORDER BY a.severity = 'critical' DESC, a.alert"
-)
-
 
 def fetch_alerts(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """The open alerts (alert, severity, message, observed, since), critical first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(ALERTS_SQL).fetchall()
+    """The open alerts (alert, severity, message, observed, since), critical first
+    (``pyvault_tokens.api.open_alerts``)."""
+    return api.open_alerts(conn)
 
 
 def exit_code(alerts: list[dict[str, Any]]) -> int:

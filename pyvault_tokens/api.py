@@ -9,6 +9,10 @@ back as dicts, read by column name.
 
 The ASGI middleware uses ``validate_and_refresh_async``; the refresher service and the
 CLI use ``status``, ``refresh``, ``record_refresher_heartbeat``, ``schedule`` and the rest.
+
+The monitoring views (readable by ``pyvault_monitor``) are read here too, each by one
+text: ``refresh_metrics``, ``expiry_forecast``, ``tenant_usage``, ``open_alerts`` and
+``last_batch_run`` serve the exporter, the alerts check and the dashboard alike.
 """
 
 from __future__ import annotations
@@ -84,6 +88,41 @@ SET_REFRESH_POLICY_SQL = (
     " p_grace_period => %(grace_period)s::interval, p_reuse_action => %(reuse_action)s::text,"
     " p_usage_debounce => %(usage_debounce)s::interval,"
     " p_predictive_refresh => %(predictive_refresh)s::boolean) AS policy"
+)
+
+# -- the monitoring views: one text per view, shared by metrics, alerts and the dashboard --
+
+# Refresh attempts summed by trigger, outcome and reason; per hour with by_hour (else hour
+# is NULL), over the last `days` days when given (else over all hours).
+REFRESH_METRICS_SQL = (
+    "SELECT m.refresh_trigger, m.outcome, m.reason,"
+    " CASE WHEN %(by_hour)s::boolean THEN m.hour END AS hour,"
+    " sum(m.attempts)::bigint AS attempts"
+    " FROM auth.refresh_metrics_hourly AS m"
+    " WHERE %(days)s::integer IS NULL"
+    " OR m.hour >= date_trunc('hour', now()) - make_interval(days => %(days)s::integer)"
+    " GROUP BY 1, 2, 3, 4 ORDER BY 4, 1, 2, 3"
+)
+EXPIRY_FORECAST_SQL = (
+    "SELECT f.days_ahead, f.day, f.with_refresh_path, f.without_refresh_path"
+    " FROM auth.token_expiry_forecast AS f ORDER BY f.days_ahead"
+)
+TENANT_USAGE_SQL = (
+    "SELECT t.tenant, t.live_tokens, t.idle_tokens, t.recorded_uses, t.requests_per_day"
+    " FROM auth.tenant_usage_patterns AS t"
+    " ORDER BY t.requests_per_day DESC NULLS LAST, t.live_tokens DESC, t.tenant"
+)
+OPEN_ALERTS_SQL = (
+    "SELECT a.alert, a.severity, a.message, a.observed, a.since"
+    " FROM auth.refresh_alerts AS a"
+    " ORDER BY a.severity = 'critical' DESC, a.alert"
+)
+# The last real run: neither skipped (another run held the lock) nor a dry run.
+LAST_BATCH_RUN_SQL = (
+    "SELECT r.started_at, r.finished_at, r.duration_seconds, r.tokens_found,"
+    " r.tokens_extended, r.tokens_enqueued, r.tokens_failed"
+    " FROM auth.refresh_batch_runs AS r WHERE NOT r.skipped AND NOT r.dry_run"
+    " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1"
 )
 
 
@@ -223,6 +262,36 @@ def set_refresh_policy(conn: psycopg.Connection, token_type: str, **changes: Any
     return _one(conn, SET_REFRESH_POLICY_SQL, _policy_params(token_type, changes))["policy"]
 
 
+def refresh_metrics(conn: psycopg.Connection, *, days: int | None = None,
+                    by_hour: bool = False) -> list[Row]:
+    """Refresh attempts by trigger, outcome and reason (``auth.refresh_metrics_hourly``):
+    summed over all hours, or per hour with ``by_hour``; the last ``days`` days only when
+    given."""
+    return _all(conn, REFRESH_METRICS_SQL, {"days": days, "by_hour": by_hour})
+
+
+def expiry_forecast(conn: psycopg.Connection) -> list[Row]:
+    """``auth.token_expiry_forecast``: the next 30 days, one row per day."""
+    return _all(conn, EXPIRY_FORECAST_SQL, {})
+
+
+def tenant_usage(conn: psycopg.Connection) -> list[Row]:
+    """``auth.tenant_usage_patterns``, busiest tenant first."""
+    return _all(conn, TENANT_USAGE_SQL, {})
+
+
+def open_alerts(conn: psycopg.Connection) -> list[Row]:
+    """``auth.refresh_alerts``: the open alerts, critical first."""
+    return _all(conn, OPEN_ALERTS_SQL, {})
+
+
+def last_batch_run(conn: psycopg.Connection) -> Row | None:
+    """The last batch run that was neither skipped nor a dry run (``auth.refresh_batch_runs``),
+    or None when there was none."""
+    rows = _all(conn, LAST_BATCH_RUN_SQL, {})
+    return rows[0] if rows else None
+
+
 # -- async twins: the same SQL and parameters on a psycopg.AsyncConnection ------------------
 
 async def register_user_async(conn: psycopg.AsyncConnection, tenant: str, user: str) -> Row:
@@ -301,3 +370,25 @@ async def set_refresh_policy_async(conn: psycopg.AsyncConnection, token_type: st
                                    **changes: Any) -> Any:
     row = await _one_async(conn, SET_REFRESH_POLICY_SQL, _policy_params(token_type, changes))
     return row["policy"]
+
+
+async def refresh_metrics_async(conn: psycopg.AsyncConnection, *, days: int | None = None,
+                                by_hour: bool = False) -> list[Row]:
+    return await _all_async(conn, REFRESH_METRICS_SQL, {"days": days, "by_hour": by_hour})
+
+
+async def expiry_forecast_async(conn: psycopg.AsyncConnection) -> list[Row]:
+    return await _all_async(conn, EXPIRY_FORECAST_SQL, {})
+
+
+async def tenant_usage_async(conn: psycopg.AsyncConnection) -> list[Row]:
+    return await _all_async(conn, TENANT_USAGE_SQL, {})
+
+
+async def open_alerts_async(conn: psycopg.AsyncConnection) -> list[Row]:
+    return await _all_async(conn, OPEN_ALERTS_SQL, {})
+
+
+async def last_batch_run_async(conn: psycopg.AsyncConnection) -> Row | None:
+    rows = await _all_async(conn, LAST_BATCH_RUN_SQL, {})
+    return rows[0] if rows else None

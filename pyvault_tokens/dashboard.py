@@ -16,6 +16,7 @@ import psycopg
 from plotly.offline import get_plotlyjs
 from psycopg.rows import dict_row
 
+from pyvault_tokens import api
 from pyvault_tokens.alerts import fetch_alerts, format_observed
 
 # Refresh outcomes in a fixed order and colour, so every chart and every page agrees.
@@ -34,33 +35,20 @@ MAX_TENANTS = 25
 HOUR_MS = 3_600_000
 
 META_SQL = "SELECT now() AS generated_at, current_database() AS database_name"
-HOURLY_SQL = (
-    "SELECT m.hour, m.outcome, sum(m.attempts)::bigint AS attempts"
-    " FROM auth.refresh_metrics_hourly AS m"
-    " WHERE m.hour >= date_trunc('hour', now()) - make_interval(days => %(days)s::integer)"
-    " GROUP BY m.hour, m.outcome ORDER BY m.hour, m.outcome"
-)
-FAILURES_SQL = (
-    "SELECT m.hour, m.reason, sum(m.attempts)::bigint AS attempts"
-    " FROM auth.refresh_metrics_hourly AS m"
-    " WHERE m.outcome = 'FAILED'"
-    " AND m.hour >= date_trunc('hour', now()) - make_interval(days => %(days)s::integer)"
-    " GROUP BY m.hour, m.reason ORDER BY m.hour, m.reason"
-)
-FORECAST_SQL = (
-    "SELECT f.day, f.days_ahead, f.with_refresh_path, f.without_refresh_path"
-    " FROM auth.token_expiry_forecast AS f ORDER BY f.days_ahead"
-)
-TENANTS_SQL = (
-    "SELECT t.tenant, t.live_tokens, t.idle_tokens, t.recorded_uses, t.requests_per_day"
-    " FROM auth.tenant_usage_patterns AS t"
-    " ORDER BY t.requests_per_day DESC NULLS LAST, t.live_tokens DESC, t.tenant"
-)
 
 
-def _rows(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> list:
+def _rows(conn: psycopg.Connection, sql: str) -> list:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()
+        return cur.execute(sql).fetchall()
+
+
+def _per_hour(rows: list[dict], key: str) -> list[dict]:
+    """Hourly refresh metrics (api.refresh_metrics by_hour) summed by hour and ``key``."""
+    sums: dict[tuple, int] = {}
+    for r in rows:
+        sums[(r["hour"], r[key])] = sums.get((r["hour"], r[key]), 0) + r["attempts"]
+    return [{"hour": hour, key: value, "attempts": n}
+            for (hour, value), n in sorted(sums.items())]
 
 
 def _utc(value: datetime) -> datetime:
@@ -212,10 +200,11 @@ p.ok { color: #2ca02c; font-weight: 600; }
 def render_dashboard(conn: psycopg.Connection, *, days: int = 7) -> str:
     """The dashboard as one self-contained HTML document (no network requests)."""
     meta = _rows(conn, META_SQL)[0]
-    hourly = _rows(conn, HOURLY_SQL, {"days": days})
-    failures = _rows(conn, FAILURES_SQL, {"days": days})
-    forecast = _rows(conn, FORECAST_SQL)
-    tenants = _rows(conn, TENANTS_SQL)
+    per_hour = api.refresh_metrics(conn, days=days, by_hour=True)
+    hourly = _per_hour(per_hour, "outcome")
+    failures = _per_hour([r for r in per_hour if r["outcome"] == "FAILED"], "reason")
+    forecast = api.expiry_forecast(conn)
+    tenants = api.tenant_usage(conn)
     alerts = fetch_alerts(conn)
 
     since_24h = meta["generated_at"].timestamp() - 86400

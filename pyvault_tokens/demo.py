@@ -74,25 +74,17 @@ def run_demo(database: str | None, console: Console) -> None:
         console.print(f"  applied {len(result.sql_files)} SQL files")
 
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-            saved = conn.execute(
-                "SELECT grace_period, reuse_action FROM auth.token_refresh_policy"
-                " WHERE token_type = 'API'"
-            ).fetchone()
+            saved = api.set_refresh_policy(conn, "API")  # no changes: the policy as it is
             try:
                 _story(conn, console, saved["reuse_action"])
             finally:
-                conn.execute(
-                    "SELECT auth.set_refresh_policy('API', p_grace_period => %s,"
-                    " p_reuse_action => %s)",
-                    (saved["grace_period"], saved["reuse_action"]),
-                )
+                api.set_refresh_policy(conn, "API", grace_period=saved["grace_period"],
+                                       reuse_action=saved["reuse_action"])
 
 
 def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> None:
-    conn.execute(
-        "SELECT auth.set_refresh_policy('API', p_grace_period => %s::interval,"
-        " p_reuse_action => 'REVOKE_FAMILY')", (f"{GRACE_SECONDS} seconds",),
-    )
+    api.set_refresh_policy(conn, "API", grace_period=f"{GRACE_SECONDS} seconds",
+                           reuse_action="REVOKE_FAMILY")
     note = "" if reuse_action == "REVOKE_FAMILY" else f" (this database had {reuse_action})"
     console.print(f"  API tokens, for this demo: grace window {GRACE_SECONDS} s (60 s by "
                   f"default), reuse action REVOKE_FAMILY (the default){note}")
@@ -126,10 +118,9 @@ def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> Non
     _show(console, "old token", api.validate_and_refresh(conn, old))
     _show(console, "the legitimate successor B, revoked with its family",
           api.validate_and_refresh(conn, new))
-    events = conn.execute(
-        "SELECT count(*) AS n FROM auth.security_event WHERE event_type = 'TOKEN_REUSE'"
-    ).fetchone()["n"]
-    console.print(f"  reuse events in the security log so far: {events}")
+    reuse = next((a for a in api.open_alerts(conn) if a["alert"] == "REUSE_DETECTED"), None)
+    if reuse is not None:  # the monitoring alert that this replay opened
+        console.print(f"  open alert {reuse['alert']} ({reuse['severity']}): {reuse['message']}")
     console.print("  [dim]clients that switch on the first X-New-Token never replay; the reuse"
                   " action REJECT would refuse A alone[/dim]")
 

@@ -9,10 +9,16 @@ Metrics:
 
 - ``pyvault_tokens_refresh_total{trigger,outcome,reason}``: counter of refresh events
   (``auth.refresh_metrics_hourly``, summed over all hours);
-- ``pyvault_tokens_expiring{window,refresh_path}``: gauge of live tokens expiring within
-  24h / 7d / 30d, with and without a refresh path (``auth.token_expiry_forecast``);
+- ``pyvault_tokens_expiring{window,refresh_path}``: gauge of live tokens expiring in
+  disjoint windows, ``0-1d`` (the next 24 hours), ``1-7d`` and ``7-30d`` from now, with
+  and without a refresh path (``auth.token_expiry_forecast``): each token is in one
+  window at most, so ``sum()`` over windows counts it once;
 - ``pyvault_tokens_live`` and ``pyvault_tokens_idle``: gauges of live and idle tokens
   (``auth.tenant_usage_patterns``);
+- ``pyvault_tokens_batch_last_run_timestamp_seconds``, ``..._duration_seconds`` and
+  ``pyvault_tokens_batch_last_run_tokens{action}``: when the last batch run (neither
+  skipped nor a dry run) started, how long it took, and what it did
+  (``auth.refresh_batch_runs``); no sample before the first run;
 - ``pyvault_tokens_alert{alert,severity}``: 1 for each open alert (``auth.refresh_alerts``),
   0 for each known alert that is not open;
 - ``pyvault_tokens_up``: 1 when the scrape could query the database, else 0.
@@ -31,8 +37,8 @@ import psycopg
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from psycopg.rows import dict_row
 
+from pyvault_tokens import api
 from pyvault_tokens.errors import mask_url
 
 log = logging.getLogger(__name__)
@@ -50,25 +56,11 @@ KNOWN_ALERTS = {
     "REFRESHER_NOT_SEEN": "warning",
 }
 
-# Expiry windows: label -> the days_ahead values of auth.token_expiry_forecast they cover.
-WINDOWS = {"24h": 1, "7d": 7, "30d": 30}
-
-REFRESH_SQL = (
-    "SELECT m.refresh_trigger, m.outcome, m.reason, sum(m.attempts)::bigint AS attempts"
-    " FROM auth.refresh_metrics_hourly AS m"
-    " GROUP BY m.refresh_trigger, m.outcome, m.reason"
-    " ORDER BY m.refresh_trigger, m.outcome, m.reason"
-)
-FORECAST_SQL = (
-    "SELECT f.days_ahead, f.with_refresh_path, f.without_refresh_path"
-    " FROM auth.token_expiry_forecast AS f"
-)
-USAGE_SQL = (
-    "SELECT coalesce(sum(t.live_tokens), 0)::bigint AS live_tokens,"
-    " coalesce(sum(t.idle_tokens), 0)::bigint AS idle_tokens"
-    " FROM auth.tenant_usage_patterns AS t"
-)
-ALERTS_SQL = "SELECT a.alert, a.severity FROM auth.refresh_alerts AS a"
+# Expiry windows: label -> the days_ahead of auth.token_expiry_forecast they cover
+# (days_ahead d counts the tokens expiring between d and d + 1 days from now). Disjoint,
+# so that sum() over the windows counts every token once.
+WINDOWS = {"0-1d": range(0, 1), "1-7d": range(1, 7), "7-30d": range(7, 30)}
+BATCH_ACTIONS = ("extended", "enqueued", "failed")
 
 
 class RefreshCollector(Collector):
@@ -109,7 +101,8 @@ class RefreshCollector(Collector):
                 labels=["trigger", "outcome", "reason"]),
             GaugeMetricFamily(
                 "pyvault_tokens_expiring",
-                "Live tokens expiring within the window, with and without a refresh path.",
+                "Live tokens expiring in the window (0-1d, 1-7d, 7-30d from now; disjoint), "
+                "with and without a refresh path.",
                 labels=["window", "refresh_path"]),
             GaugeMetricFamily("pyvault_tokens_live",
                               "Live tokens (not revoked, not rotated, not expired)."),
@@ -117,6 +110,14 @@ class RefreshCollector(Collector):
                               "Live tokens not used within monitoring_config.idle_after."),
             GaugeMetricFamily("pyvault_tokens_alert", "1 when the alert is open, else 0.",
                               labels=["alert", "severity"]),
+            GaugeMetricFamily(
+                "pyvault_tokens_batch_last_run_timestamp_seconds",
+                "Unix time the last batch refresh run (not skipped, not a dry run) started."),
+            GaugeMetricFamily("pyvault_tokens_batch_last_run_duration_seconds",
+                              "How long the last batch refresh run took, in seconds."),
+            GaugeMetricFamily("pyvault_tokens_batch_last_run_tokens",
+                              "Tokens the last batch refresh run extended, enqueued for their "
+                              "holders, or failed.", labels=["action"]),
         ]
 
     @staticmethod
@@ -125,37 +126,41 @@ class RefreshCollector(Collector):
                                  "1 when the database could be queried, else 0.", value=value)
 
     def _read(self) -> list[Metric]:
-        refresh, expiring, live, idle, alert = self._families()
+        families = self._families()
+        refresh, expiring, live, idle, alert, batch_time, batch_duration, batch_tokens = families
         with psycopg.connect(self.database_url, connect_timeout=self.connect_timeout,
                              application_name="pyvault-tokens-metrics") as conn:
             # One snapshot for every view, so the numbers agree with each other.
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, true)",
-                            (str(self.statement_timeout_ms),))
-                for row in cur.execute(REFRESH_SQL).fetchall():
-                    refresh.add_metric([row["refresh_trigger"], row["outcome"], row["reason"]],
-                                       row["attempts"])
-                forecast = cur.execute(FORECAST_SQL).fetchall()
-                for window, days in WINDOWS.items():
-                    inside = [r for r in forecast if r["days_ahead"] < days]
-                    expiring.add_metric([window, "yes"],
-                                        sum(r["with_refresh_path"] for r in inside))
-                    expiring.add_metric([window, "no"],
-                                        sum(r["without_refresh_path"] for r in inside))
-                usage = cur.execute(USAGE_SQL).fetchone()
-                live.add_metric([], usage["live_tokens"])
-                idle.add_metric([], usage["idle_tokens"])
-                open_alerts = {r["alert"]: r["severity"]
-                               for r in cur.execute(ALERTS_SQL).fetchall()}
+            conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                         (str(self.statement_timeout_ms),))
+            events = api.refresh_metrics(conn)
+            forecast = api.expiry_forecast(conn)
+            tenants = api.tenant_usage(conn)
+            open_alerts = {r["alert"]: r["severity"] for r in api.open_alerts(conn)}
+            last_batch = api.last_batch_run(conn)
             conn.rollback()
+        for row in events:
+            refresh.add_metric([row["refresh_trigger"], row["outcome"], row["reason"]],
+                               row["attempts"])
+        for window, days in WINDOWS.items():
+            inside = [r for r in forecast if r["days_ahead"] in days]
+            expiring.add_metric([window, "yes"], sum(r["with_refresh_path"] for r in inside))
+            expiring.add_metric([window, "no"], sum(r["without_refresh_path"] for r in inside))
+        live.add_metric([], sum(r["live_tokens"] for r in tenants))
+        idle.add_metric([], sum(r["idle_tokens"] for r in tenants))
         for name, severity in KNOWN_ALERTS.items():
             alert.add_metric([name, open_alerts.get(name, severity)], int(name in open_alerts))
         for name, severity in sorted(open_alerts.items()):
             if name not in KNOWN_ALERTS:
                 alert.add_metric([name, severity], 1)
-        return [refresh, expiring, live, idle, alert]
+        if last_batch is not None:
+            batch_time.add_metric([], last_batch["started_at"].timestamp())
+            batch_duration.add_metric([], last_batch["duration_seconds"])
+            for action in BATCH_ACTIONS:
+                batch_tokens.add_metric([action], last_batch[f"tokens_{action}"])
+        return families
 
 
 def registry(database_url: str) -> CollectorRegistry:

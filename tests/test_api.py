@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import re
@@ -17,6 +18,27 @@ PACKAGE = Path(api.__file__).parent
 # Modules that must go through pyvault_tokens.api for every auth.* call.
 THIN = ("asgi.py", "client.py", "fastapi.py", "request_metrics.py")
 AUTH_CALL = re.compile(r"\bauth\.[a-z_]+\s*\(")
+# Modules with SQL of their own, none of it about auth.*: every auth function and every
+# monitoring view goes through pyvault_tokens.api. What they may still write: SQL about
+# other things (the CLI's pg_cron calls in the cron database, where the auth schema may
+# not exist, so pg_cron is looked up in pg_depend there; the metrics' statement_timeout;
+# the refresher's LISTEN; the dashboard's now()), and prose that names an auth object.
+CALLERS = ("refresher.py", "cli.py", "demo.py", "metrics.py", "alerts.py", "dashboard.py")
+AUTH_NAME = re.compile(r"\bauth\.[a-z_]+")
+SQL_WORD = re.compile(r"\b(SELECT|FROM|JOIN|CALL|INSERT|UPDATE|DELETE|LISTEN|NOTIFY)\b")
+
+
+def _string_literals(source: str) -> list[str]:
+    """Every string literal of a module (f-strings' literal parts too), docstrings left out."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
 
 
 def test_every_sql_text_is_written_once() -> None:
@@ -33,6 +55,31 @@ def test_the_http_layer_holds_no_sql_of_its_own(module) -> None:
     assert "SELECT" not in source.upper().replace("SELECTED", ""), module
     assert not AUTH_CALL.search(source.replace("auth.validate_and_refresh_api_token``", "")), \
         module
+
+
+@pytest.mark.parametrize("module", CALLERS)
+def test_callers_hold_no_auth_sql_of_their_own(module) -> None:
+    literals = _string_literals((PACKAGE / module).read_text(encoding="utf-8"))
+    # Adjacent literals are one constant to ast, so a SQL text split over lines is whole.
+    auth_sql = [text for text in literals if AUTH_NAME.search(text) and SQL_WORD.search(text)]
+    assert auth_sql == [], f"{module} writes auth.* SQL itself: use pyvault_tokens.api"
+
+
+def test_the_check_finds_auth_sql_where_there_is_some() -> None:
+    """The check above is not vacuous: api.py itself fails it, and so did the old callers."""
+    literals = _string_literals((PACKAGE / "api.py").read_text(encoding="utf-8"))
+    texts = [name for name in vars(api) if name.endswith("_SQL")]
+    assert sum(bool(AUTH_NAME.search(t) and SQL_WORD.search(t)) for t in literals) == len(texts)
+    old_refresher = ('x = ("SELECT auth.record_refresher_heartbeat(p_instance =>'
+                     ' %(instance)s::text," " p_tokens => %(tokens)s::text[])")')
+    assert any(AUTH_NAME.search(t) and SQL_WORD.search(t) for t in _string_literals(old_refresher))
+
+
+def test_the_monitoring_views_are_read_through_api_once() -> None:
+    source = (PACKAGE / "api.py").read_text(encoding="utf-8")
+    for view in ("refresh_metrics_hourly", "token_expiry_forecast", "tenant_usage_patterns",
+                 "refresh_alerts", "refresh_batch_runs"):
+        assert source.count(f"FROM auth.{view} AS") == 1, view
 
 
 def test_every_call_has_an_async_twin_with_the_same_parameters() -> None:

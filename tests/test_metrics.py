@@ -85,12 +85,15 @@ def test_render_counts_refreshes_expiry_usage_and_alerts(fresh_url):
     }
 
     # Live: 1 unrotated soon, 2 successors (30 days), later (20 days), held (5 days).
+    # The windows are disjoint: each token is counted in one of them.
     expiring = {(w, p): value(found, "pyvault_tokens_expiring", window=w, refresh_path=p)
-                for w in ("24h", "7d", "30d") for p in ("yes", "no")}
-    assert expiring == {("24h", "yes"): 0, ("24h", "no"): 0,
-                        ("7d", "yes"): 1, ("7d", "no"): 1,
-                        ("30d", "yes"): 1, ("30d", "no"): 4}
+                for w in ("0-1d", "1-7d", "7-30d") for p in ("yes", "no")}
+    assert expiring == {("0-1d", "yes"): 0, ("0-1d", "no"): 0,
+                        ("1-7d", "yes"): 1, ("1-7d", "no"): 1,
+                        ("7-30d", "yes"): 0, ("7-30d", "no"): 3}
+    assert len([k for k in found if k[0] == "pyvault_tokens_expiring"]) == 6
     assert value(found, "pyvault_tokens_live") == 5
+    assert sum(expiring.values()) == 5, "sum() over the windows counts each live token once"
     assert value(found, "pyvault_tokens_idle") == 5  # nothing live has a recorded use
 
     # 2 rotations + 3 failures in the last hour: a 60 % failure rate; no batch run yet.
@@ -99,6 +102,47 @@ def test_render_counts_refreshes_expiry_usage_and_alerts(fresh_url):
                    for (_, labels), v in alerts.items() if v == 1}
     assert open_alerts == {"REFRESH_FAILURE_RATE": "critical", "BATCH_JOB_STALE": "warning"}
     assert len(alerts) == len(KNOWN_ALERTS), "every known alert is exposed, 0 when closed"
+
+
+def test_windows_are_disjoint_at_their_edges(fresh_url):
+    """A token expiring in 12 hours is in 0-1d only, one in 2 days in 1-7d only, one in
+    10 days in 7-30d only; sum() over every window and path gives the three of them."""
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        for ttl in ("12 hours", "2 days", "10 days", "40 days"):
+            make_token(conn, ttl)
+    found = samples(render(fresh_url))
+    by_window = {w: sum(v for (name, labels), v in found.items()
+                        if name == "pyvault_tokens_expiring" and dict(labels)["window"] == w)
+                 for w in ("0-1d", "1-7d", "7-30d")}
+    assert by_window == {"0-1d": 1, "1-7d": 1, "7-30d": 1}  # the 40-day token is in none
+    assert value(found, "pyvault_tokens_live") == 4
+
+
+def test_last_batch_run_time_duration_and_tokens(fresh_url):
+    def batch_samples() -> dict:
+        return {k: v for k, v in samples(render(fresh_url)).items()
+                if k[0].startswith("pyvault_tokens_batch_last_run")}
+
+    assert batch_samples() == {}, "no sample before the first run"
+    with psycopg.connect(fresh_url, autocommit=True) as conn:
+        make_token(conn, "3 days", token_type="API_KEY")  # EXTEND: the batch extends it
+        make_token(conn, "3 days")  # ROTATE: enqueued for its holder
+        api.refresh_batch(conn)
+        run = conn.execute("SELECT extract(EPOCH FROM started_at)::float8,"
+                           " extract(EPOCH FROM finished_at - started_at)::float8"
+                           " FROM auth.token_refresh_batch_run ORDER BY run_id DESC LIMIT 1"
+                           ).fetchone()
+        found = batch_samples()
+        api.refresh_batch(conn, dry_run=True)  # a dry run is not a run
+        assert batch_samples() == found
+    assert found == {
+        ("pyvault_tokens_batch_last_run_timestamp_seconds", frozenset()): pytest.approx(run[0]),
+        ("pyvault_tokens_batch_last_run_duration_seconds", frozenset()): pytest.approx(run[1]),
+        ("pyvault_tokens_batch_last_run_tokens", frozenset({"action": "extended"}.items())): 1,
+        ("pyvault_tokens_batch_last_run_tokens", frozenset({"action": "enqueued"}.items())): 1,
+        ("pyvault_tokens_batch_last_run_tokens", frozenset({"action": "failed"}.items())): 0,
+    }
+    assert run[1] >= 0
 
 
 def test_counter_grows_with_refreshes(fresh_url):
@@ -135,10 +179,12 @@ def test_a_monitor_login_can_scrape(cluster, fresh_url):
         conn.execute("DO $$ BEGIN CREATE ROLE metrics_test LOGIN IN ROLE pyvault_monitor;"
                      " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         make_token(conn, "3 days")
+        api.refresh_batch(conn)
     url = psycopg.conninfo.make_conninfo(fresh_url, user="metrics_test")
     found = samples(render(url))
     assert value(found, "pyvault_tokens_up") == 1
     assert value(found, "pyvault_tokens_live") == 1
+    assert value(found, "pyvault_tokens_batch_last_run_tokens", action="enqueued") == 1
 
 
 def test_parse_listen():
@@ -244,9 +290,11 @@ def test_the_grafana_dashboard_queries_exported_metrics(db_url):
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(REFRESH_SQL, (make_token(conn, "2 days"),))
+        api.refresh_batch(conn)  # the last-run metrics have a sample once a batch has run
     exposed = samples(render(db_url))
     names = {name for name, _ in exposed}
     labels = {label for _, pairs in exposed for label, _ in pairs} | {"instance", "job"}
+    windows = {v for _, pairs in exposed for label, v in pairs if label == "window"}
 
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
@@ -259,6 +307,8 @@ def test_the_grafana_dashboard_queries_exported_metrics(db_url):
             assert {g.strip() for g in group.split(",")} <= labels, expr
         for label in re.findall(r"(\w+)=~?\"", expr):
             assert label in labels, expr
+        for window in re.findall(r'window="([^"]*)"', expr):
+            assert window in windows, f"{expr}: no window {window!r}"
     assert all(p["datasource"]["uid"] == "${datasource}" for p in panels)
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     assert variables == {"datasource", "instance"}
