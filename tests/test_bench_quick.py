@@ -1,4 +1,7 @@
-"""`bench/run.py --quick` runs end to end on a fresh database. Speed is never asserted."""
+"""`bench/run.py --quick` runs end to end on a fresh database.
+
+Speed is never asserted, not even as a ratio: the suite shares two cores with other work.
+What is checked is that every row ran and that the batch handled what it found."""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 TIMED_ROWS = {
-    "floor", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh",
+    "driver", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh",
     "validate_and_refresh_debounce", "peer_seed", "rotate_validate_and_refresh",
     "rotate_refresh_enhanced",
 }
+READ_ONLY_ROWS = {"driver", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh"}
 
 
 def test_bench_quick(db_url: str, tmp_path: Path) -> None:
@@ -44,8 +48,19 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
             assert row is not None, f"missing row {row_id} at {clients} clients"
             assert row["tps"] > 0, row
             assert row["p50_ms"] is not None and row["p99_ms"] is not None, row
-    assert "available" in result["batch"]
-    if not result["batch"]["available"]:
-        assert "not available yet" in proc.stdout
+    # Both batch forms ran, each over its own half of the due range, and left none due.
+    for name in ("batch", "batch_job"):
+        batch = result["batch"][name]
+        assert batch["tokens_found"] == batch["loaded_due_tokens"], batch
+        assert batch["tokens_extended"] + batch["tokens_enqueued"] == batch["tokens_found"], batch
+    assert result["batch"]["batch_job"]["due_after"] == 0, result["batch"]
+    for row in result["rows"]:
+        assert row["net_us_over_driver"] is not None, row
+        # The read rows write nothing (record_use_after = 'infinity' on the read range);
+        # every rotation call rotated its token.
+        if row["id"] in READ_ONLY_ROWS:
+            assert row["rows_written_per_1k_calls"] == 0, row
+        if row["id"].startswith("rotate_"):
+            assert sum(row["rotated"]) == sum(row["transactions"]), row
     assert result["sizes"]["mb_per_million_tokens"] > 0
     assert {t["status"] for t in result["targets"]} <= {"PASS", "MISS", "n/a"}

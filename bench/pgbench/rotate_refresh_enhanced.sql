@@ -2,4 +2,4 @@
 -- token. Distinct tokens per transaction as in rotate_validate_and_refresh.sql.
 \set i :base + :client_id * :per_client + :n
 \set n :n + 1
-SELECT * FROM auth.refresh_production_token_enhanced('ovt_prod_' || encode(sha256(convert_to('bench' || :i, 'UTF8')), 'hex'), 7, TRUE);
+SELECT * FROM auth.refresh_production_token_enhanced((SELECT t.token FROM bench.token AS t WHERE t.i = :i), 7, TRUE);

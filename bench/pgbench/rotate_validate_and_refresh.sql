@@ -3,4 +3,4 @@
 -- (:n counts this client's transactions; run with -t :per_client -D n=0), so no token repeats.
 \set i :base + :client_id * :per_client + :n
 \set n :n + 1
-SELECT * FROM auth.validate_and_refresh_api_token('ovt_prod_' || encode(sha256(convert_to('bench' || :i, 'UTF8')), 'hex'));
+SELECT * FROM auth.validate_and_refresh_api_token((SELECT t.token FROM bench.token AS t WHERE t.i = :i));
