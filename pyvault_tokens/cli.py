@@ -37,7 +37,13 @@ def _require(database: str | None) -> str:
 
 
 def _connect(database: str | None) -> psycopg.Connection:
-    return psycopg.connect(_require(database), autocommit=True)
+    return _connect_conninfo(_require(database))
+
+
+def _connect_conninfo(conninfo: str) -> psycopg.Connection:
+    # No server-side prepared statements: behind PgBouncer in transaction mode (before
+    # 1.21) the next statement may run on a server connection that never prepared it.
+    return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
 
 
 def _one_line_usage(exc: click.UsageError) -> click.UsageError:
@@ -284,22 +290,63 @@ def refresh_batch(database, batch_size, threshold_days, dry_run) -> None:
               f"{counts['enqueued']} {verb} enqueued for their holders, {counts['failed']} failed")
 
 
+# In the cron database the auth schema may not exist, so pg_cron is found here as
+# auth._cron_schema() finds it in ours: the schema that is a member ('e') of the pg_cron
+# extension in pg_depend, never by the name cron, which any login that may CREATE in that
+# database can take. Every name and operator is qualified: that database's search_path
+# may have been set by someone else.
+PG_CRON_SCHEMA_SQL = (
+    "SELECT n.nspname FROM pg_catalog.pg_extension AS e"
+    " INNER JOIN pg_catalog.pg_depend AS d"
+    " ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass"
+    " AND d.refobjid OPERATOR(pg_catalog.=) e.oid"
+    " AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass"
+    " AND d.deptype OPERATOR(pg_catalog.=) 'e'"
+    " INNER JOIN pg_catalog.pg_namespace AS n ON d.objid OPERATOR(pg_catalog.=) n.oid"
+    " WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cron'"
+)
+CRON_SCHEDULE_SQL = (
+    "SELECT cron.schedule_in_database(%s::pg_catalog.text, %s::pg_catalog.text,"
+    " %s::pg_catalog.text, %s::pg_catalog.text)"
+)
+CRON_UNSCHEDULE_SQL = (
+    "SELECT pg_catalog.count(cron.unschedule(j.jobid)) FROM cron.job AS j"
+    " WHERE j.jobname OPERATOR(pg_catalog.=) %s::pg_catalog.text"
+)
+
+
 def _cron_connection(conn: psycopg.Connection, database: str) -> psycopg.Connection:
-    """A connection to the database where pg_cron lives (same server and user)."""
-    cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
+    """A connection to the database where pg_cron lives (same server and user), once it is
+    sure that the schema cron there is the pg_cron extension's own."""
+    cron_db = conn.execute(
+        "SELECT pg_catalog.current_setting('cron.database_name', true)").fetchone()[0]
     if not cron_db:
         raise errors.ConfigError(
             "pg_cron is not installed on this server (no cron.database_name); run "
             "`pyvault-tokens refresh-batch` from another scheduler, or install pg_cron")
     params = psycopg.conninfo.conninfo_to_dict(database)
     params["dbname"] = cron_db
-    return psycopg.connect(psycopg.conninfo.make_conninfo(**params), autocommit=True)
+    cron = _connect_conninfo(psycopg.conninfo.make_conninfo(**params))
+    try:
+        schema = cron.execute(PG_CRON_SCHEMA_SQL).fetchone()
+    except BaseException:
+        cron.close()
+        raise
+    if schema is None or schema[0] != "cron":
+        fake = cron.execute("SELECT pg_catalog.to_regnamespace('cron') IS NOT NULL"
+                            ).fetchone()[0]
+        cron.close()
+        raise _no_pg_cron(cron_db, fake)
+    return cron
 
 
-def _no_pg_cron(cron_db: str) -> errors.ConfigError:
+def _no_pg_cron(cron_db: str, fake: bool = False) -> errors.ConfigError:
+    found = (": it has a schema named cron, but not pg_cron's (refusing to call anything in "
+             "it)" if fake else "")
     return errors.ConfigError(
-        f"pg_cron is not installed in database {cron_db} (cron.database_name): run CREATE "
-        "EXTENSION pg_cron there, or run `pyvault-tokens refresh-batch` from another scheduler")
+        f"pg_cron is not installed in database {cron_db} (cron.database_name){found}; run "
+        "CREATE EXTENSION pg_cron there, or run `pyvault-tokens refresh-batch` from another "
+        "scheduler")
 
 
 @main.command()
@@ -311,17 +358,13 @@ def schedule(database, schedule, job_name) -> None:
     """Schedule the batch job with pg_cron (idempotent), wherever pg_cron lives."""
     with _connect(database) as conn:
         try:
-            job = conn.execute("SELECT auth.schedule_token_refresh(%s, %s)",
-                               (schedule, job_name)).fetchone()[0]
+            job = api.schedule(conn, schedule, job_name)
         except psycopg.errors.FeatureNotSupported:
             jobs = api.cron_jobs(conn, schedule, job_name)
             with _cron_connection(conn, _require(database)) as cron:
-                try:
-                    ids = [cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                                        (j["job_name"], j["schedule"], j["command"],
-                                         j["database_name"])).fetchone()[0] for j in jobs]
-                except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction):
-                    raise _no_pg_cron(cron.info.dbname) from None
+                ids = [cron.execute(CRON_SCHEDULE_SQL,
+                                    (j["job_name"], j["schedule"], j["command"],
+                                     j["database_name"])).fetchone()[0] for j in jobs]
             job = ids[0]
     out.print(f"scheduled {job_name} ({schedule}) as pg_cron job {job}, "
               f"with {job_name}-prune pruning its run history")
@@ -336,12 +379,13 @@ def unschedule(database, job_name) -> None:
     no such job."""
     with _connect(database) as conn:
         try:
-            removed = conn.execute("SELECT auth.unschedule_token_refresh(%s)",
-                                   (job_name,)).fetchone()[0]
+            removed = api.unschedule(conn, job_name)
         except psycopg.errors.FeatureNotSupported:
             with _cron_connection(conn, _require(database)) as cron:
                 removed = False
-                for name in (job_name, f"{job_name}-prune"):
+                # The jobs schedule made, as auth.token_refresh_cron_jobs names them (the
+                # schedule given does not change the names).
+                for name in [j["job_name"] for j in api.cron_jobs(conn, "0 */6 * * *", job_name)]:
                     try:
                         n = cron.execute("SELECT count(cron.unschedule(jobid)) FROM cron.job"
                                          " WHERE jobname = %s", (name,)).fetchone()[0]
@@ -362,17 +406,28 @@ def unschedule(database, job_name) -> None:
               help="Seconds at least between sweeps that notifications trigger: a flood of "
                    "NOTIFYs costs one sweep per interval.")
 @click.option("--once", is_flag=True, help="Sweep once and exit.")
-def refresher(database, store_path, sweep_interval, min_sweep_interval, once) -> None:
+@click.option("--listen-database", "listen_database", envvar="PYVAULT_LISTEN_DATABASE_URL",
+              metavar="URL", default=None,
+              help="Where to LISTEN for the batch job's notifications (default: --database). "
+                   "Behind PgBouncer in transaction mode, PostgreSQL's own address: LISTEN "
+                   "needs a session.")
+@click.option("--no-listen", is_flag=True,
+              help="Do not listen for notifications; sweep every --sweep-interval only.")
+def refresher(database, store_path, sweep_interval, min_sweep_interval, once, listen_database,
+              no_listen) -> None:
     """Run the refresher service for the tokens in a store (stops on SIGTERM).
 
     Logs JSON lines on stderr. Retries with backoff while the database is unavailable;
     stops at once with exit 2 on a refused login, a missing role or database, a database
-    that is not migrated, or an unusable store.
+    that is not migrated, or an unusable store. When notifications do not reach the
+    listener (a transaction-pooling PgBouncer) it says so and sweeps on the interval.
     """
     from pyvault_tokens.refresher import run_service
 
+    listen_url = errors.check_url(listen_database) if listen_database else None
     run_service(_require(database), store_path, sweep_interval=sweep_interval,
-                min_sweep_interval=min_sweep_interval, once=once)
+                min_sweep_interval=min_sweep_interval, once=once, listen_url=listen_url,
+                listen=not no_listen)
 
 
 @main.group(cls=PyvaultGroup)

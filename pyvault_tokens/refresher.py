@@ -13,6 +13,15 @@ used; the next sweep sees ``ALREADY_REFRESHED`` and receives the same successor.
 Wake-ups are coalesced: any login may ``NOTIFY pyvault_token_refresh``, so a flood of
 notifications costs at most one sweep per ``min_sweep_interval`` seconds.
 
+LISTEN needs a session of its own: a PgBouncer in transaction (or statement) pooling mode
+hands the listening server connection to other clients and never delivers its
+notifications. So the listener connects to ``listen_url`` (default: the database URL;
+behind such a PgBouncer, PostgreSQL's own address), and first checks with a probe NOTIFY
+on a private channel, sent through the database URL, that notifications reach it. When
+they do not, it logs a warning and stops listening: the service then sweeps every
+``sweep_interval`` only. ``listen=False`` does without a listener from the start. Sweeps
+use no server-side prepared statements, so they work through any PgBouncer mode.
+
 Errors: while the database is unavailable (connection refused, timeout, shutting down)
 the service retries with exponential backoff and logs why. Anything retrying cannot cure
 (a refused login, a missing database or role, a database that is not migrated, a
@@ -28,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -35,10 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg import sql
 
-from pyvault_tokens import errors
-from pyvault_tokens.api import REFRESH_SQL, STATUS_SQL
+from pyvault_tokens import api, errors
 from pyvault_tokens.display import token_prefix
 from pyvault_tokens.store import TokenStore, TokenStoreError
 
@@ -81,8 +90,16 @@ class TokenRefreshService:
     """Refresh every token in ``store`` that the database recommends refreshing."""
 
     def __init__(self, database_url: str, store: TokenStore, *, sweep_interval: float = 3600.0,
-                 min_sweep_interval: float = 5.0, max_backoff: float = 60.0) -> None:
+                 min_sweep_interval: float = 5.0, max_backoff: float = 60.0,
+                 listen_url: str | None = None, listen: bool = True,
+                 probe_timeout: float = 5.0) -> None:
         self.database_url = database_url
+        self.listen_url = listen_url or database_url
+        self.listen = listen
+        self.probe_timeout = probe_timeout
+        # "off" (not started or listen=False), "listening", or "deaf": notifications do not
+        # reach the listener (a transaction-pooling PgBouncer), so sweeps alone remain.
+        self.listener_state = "off"
         self.store = store
         self.sweep_interval = sweep_interval
         self.min_sweep_interval = min_sweep_interval
@@ -99,17 +116,14 @@ class TokenRefreshService:
 
     async def refresh_one(self, conn: psycopg.AsyncConnection, name: str, token: str) -> str:
         """Check one stored token and refresh it when recommended; returns the outcome."""
-        cur = conn.cursor(row_factory=dict_row)
-        status = await (await cur.execute(STATUS_SQL, {"token": token})).fetchone()
+        status = await api.status_async(conn, token)
         extra = {"name_": name, "token_prefix": token_prefix(token)}
         if not status["is_valid"]:
             log.warning("stored token is not valid", extra={**extra, "reason": status["message"]})
             return "invalid"
         if not status["refresh_recommended"]:
             return "fresh"
-        result = await (await cur.execute(
-            REFRESH_SQL, {"token": token, "days": None, "force": False, "trigger": "SERVICE"}
-        )).fetchone()
+        result = await api.refresh_async(conn, token, trigger="SERVICE")
         if not result["success"]:
             log.error("refresh failed", extra={**extra, "reason": result["refresh_reason"]})
             return "failed"
@@ -128,8 +142,7 @@ class TokenRefreshService:
         """Check every stored token once. ``trigger`` and ``notifications`` (how many
         notifications this sweep answers) are for the log."""
         result = SweepResult()
-        async with await psycopg.AsyncConnection.connect(self.database_url,
-                                                         autocommit=True) as conn:
+        async with await self._connect(self.database_url) as conn:
             for name, stored in self.store.items():
                 result.checked += 1
                 outcome = await self.refresh_one(conn, name, stored.token)
@@ -139,11 +152,8 @@ class TokenRefreshService:
             # that may refresh but not report (say, an API login kept from before the
             # pyvault_refresher role existed) keeps refreshing: that matters more.
             try:
-                await conn.execute(
-                    "SELECT auth.record_refresher_heartbeat(p_instance => %(instance)s::text,"
-                    " p_tokens => %(tokens)s::text[])",
-                    {"instance": self.instance,
-                     "tokens": [t.token for _, t in self.store.items()]})
+                await api.record_refresher_heartbeat_async(
+                    conn, self.instance, [t.token for _, t in self.store.items()])
             except psycopg.errors.InsufficientPrivilege as exc:
                 log.error("heartbeat refused; refreshing goes on, but monitoring will report "
                           "this refresher as not seen", extra={
@@ -155,20 +165,60 @@ class TokenRefreshService:
                                       "notifications": notifications, "sweeps": self.sweeps})
         return result
 
+    @staticmethod
+    async def _connect(url: str) -> psycopg.AsyncConnection:
+        # No server-side prepared statements: through a transaction-pooling PgBouncer
+        # (before 1.21) a statement prepared on one server connection is unknown on the next.
+        return await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                     prepare_threshold=None)
+
+    def _notified(self, notify: psycopg.Notify) -> None:
+        if notify.channel == CHANNEL:
+            # Only counted and flagged here: run() decides when to sweep.
+            self.notifications += 1
+            self._wake.set()
+
+    async def _notifications_arrive(self, conn: psycopg.AsyncConnection) -> bool:
+        """Whether a NOTIFY sent through the database URL reaches this listening
+        connection: a probe on a private channel, answered within probe_timeout."""
+        probe = f"pyvault_refresher_probe_{secrets.token_hex(8)}"
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(probe)))
+        async with await self._connect(self.database_url) as sender:
+            await sender.execute("SELECT pg_catalog.pg_notify(%s::pg_catalog.text, '')",
+                                 (probe,))
+        arrived = False
+        async for notify in conn.notifies(timeout=self.probe_timeout):
+            if notify.channel == probe:
+                arrived = True
+                break
+            self._notified(notify)
+        await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(probe)))
+        return arrived
+
     async def _listen(self) -> None:
-        """Wake the main loop on every outbox notification; reconnect with backoff."""
+        """Wake the main loop on every outbox notification; reconnect with backoff. Stops
+        for good, leaving the sweeps, when notifications do not reach the listener."""
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                        self.database_url, autocommit=True) as conn:
+                async with await self._connect(self.listen_url) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if not await self._notifications_arrive(conn):
+                        self.listener_state = "deaf"
+                        log.warning(
+                            "notifications do not reach the listener; sweeping every "
+                            "sweep interval only", extra={
+                                "channel": CHANNEL,
+                                "detail": "a probe NOTIFY did not arrive: is the listener "
+                                          "behind a PgBouncer in transaction pooling mode?",
+                                "hint": "pass --listen-database with PostgreSQL's own "
+                                        "address (LISTEN needs a session), or --no-listen"})
+                        return
+                    self.listener_state = "listening"
                     log.info("listening", extra={"channel": CHANNEL})
                     backoff = 1.0
-                    async for _ in conn.notifies():
-                        # Only counted and flagged here: run() decides when to sweep.
-                        self.notifications += 1
-                        self._wake.set()
+                    async for notify in conn.notifies():
+                        self._notified(notify)
             except psycopg.Error as exc:
                 # A setup error stops the service at its next sweep; until then, retry.
                 problem = errors.classify(exc)
@@ -198,7 +248,7 @@ class TokenRefreshService:
     async def run(self, *, once: bool = False) -> None:
         """Sweep now, then on notifications (coalesced) and every sweep_interval, until
         stopped. Raises RefresherSetupError on what retrying cannot cure."""
-        listener = None if once else asyncio.create_task(self._listen())
+        listener = None if once or not self.listen else asyncio.create_task(self._listen())
         backoff, trigger, answered = 1.0, "start", 0
         try:
             while not self._stop.is_set():
@@ -236,7 +286,8 @@ class TokenRefreshService:
 
 
 def run_service(database_url: str, store_path: str, *, sweep_interval: float,
-                min_sweep_interval: float = 5.0, once: bool = False) -> None:
+                min_sweep_interval: float = 5.0, once: bool = False,
+                listen_url: str | None = None, listen: bool = True) -> None:
     """Run the service until SIGTERM or SIGINT, logging JSON lines to stderr."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
@@ -245,7 +296,8 @@ def run_service(database_url: str, store_path: str, *, sweep_interval: float,
     log.propagate = False
     service = TokenRefreshService(database_url, TokenStore(store_path),
                                   sweep_interval=sweep_interval,
-                                  min_sweep_interval=min_sweep_interval)
+                                  min_sweep_interval=min_sweep_interval,
+                                  listen_url=listen_url, listen=listen)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
