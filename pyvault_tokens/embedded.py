@@ -19,6 +19,8 @@ import testing.postgresql
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SERVER_USER = "postgres"
+# libfaketime (Debian package libfaketime) moves a server's clock for lifecycle tests.
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 
 
 def _running_as_root() -> bool:
@@ -28,7 +30,11 @@ def _running_as_root() -> bool:
 class EmbeddedPostgresql(testing.postgresql.Postgresql):
     """testing.postgresql that also works when the caller is root."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, clock_file: Path | None = None, **kwargs):
+        # With clock_file, the server's clock is libfaketime's: the file holds an offset
+        # such as "+30d", re-read on every clock call (FAKETIME_NO_CACHE), so writing it
+        # moves the server's time at once. initdb keeps the real clock.
+        self._clock_file = clock_file
         kwargs.setdefault("initdb", str(PG_BIN / "initdb"))
         kwargs.setdefault("postgres", str(PG_BIN / "postgres"))
         kwargs.setdefault("initdb_args", "-U postgres -A trust --no-sync -E UTF8 --locale=C")
@@ -61,6 +67,10 @@ class EmbeddedPostgresql(testing.postgresql.Postgresql):
 
     def get_server_commandline(self):
         command = super().get_server_commandline()
+        if self._clock_file is not None:
+            command = ["env", f"LD_PRELOAD={FAKETIME_LIB}",
+                       f"FAKETIME_TIMESTAMP_FILE={self._clock_file}", "FAKETIME_NO_CACHE=1",
+                       "FAKETIME_DONT_FAKE_MONOTONIC=1", *command]
         if _running_as_root():
             command = ["setpriv", f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}",
                        "--init-groups", "--", *command]
@@ -78,11 +88,16 @@ def _tmp_root() -> str:
     return "/var/tmp" if tmp.startswith("/root") else tmp  # noqa: S108 - mkdtemp under it
 
 
-def start_cluster(*, cron_database: str = "postgres", extra_args: str = "") -> EmbeddedPostgresql:
-    """Start a cluster that preloads pg_cron (when installed) on a free port."""
+def start_cluster(*, cron_database: str = "postgres", extra_args: str = "",
+                  clock_file: Path | None = None) -> EmbeddedPostgresql:
+    """Start a cluster that preloads pg_cron (when installed) on a free port.
+
+    With clock_file the server runs on libfaketime's clock (see EmbeddedPostgresql), and
+    without pg_cron, whose scheduler would act on every jump of the clock.
+    """
     args = "-h 127.0.0.1 -F -c logging_collector=off -c max_connections=200"
-    if (Path("/usr/lib/postgresql/15/lib") / "pg_cron.so").exists():
+    if clock_file is None and (Path("/usr/lib/postgresql/15/lib") / "pg_cron.so").exists():
         args += f" -c shared_preload_libraries=pg_cron -c cron.database_name={cron_database}"
     if extra_args:
         args += " " + extra_args
-    return EmbeddedPostgresql(postgres_args=args)
+    return EmbeddedPostgresql(postgres_args=args, clock_file=clock_file)

@@ -168,6 +168,7 @@ def test_schedule_is_idempotent_and_the_seed_line_works(cron_db):
                          " 'token-refresh-check%' ORDER BY 1").fetchall()
         assert first == second
         assert jobs == [("token-refresh-check", "0 */2 * * *"),
+                        ("token-refresh-check-history", "41 4 * * *"),
                         ("token-refresh-check-prune", "17 3 * * *")]
         c.execute("SELECT cron.schedule('token-refresh-check', '0 */6 * * *',"
                   " $$ SELECT auth.refresh_expiring_tokens_batch(); $$)")
@@ -196,7 +197,8 @@ def test_one_job_matcher_for_diagnostics_and_alerts_in_a_real_pg_cron_database(c
             result, details = schedule_step()
             assert result == "OK"
             assert sorted((j["jobname"], j["kind"]) for j in details["jobs"]) == [
-                ("token-refresh-check", "batch"), ("token-refresh-check-prune", "prune")]
+                ("token-refresh-check", "batch"), ("token-refresh-check-history", "history"),
+                ("token-refresh-check-prune", "prune")]
             c.execute("INSERT INTO cron.job_run_details (jobid, runid, database, username,"
                       " command, status, start_time, end_time) SELECT j, nextval("
                       "'cron.runid_seq'), current_database(), current_user, 'x', 'failed',"
@@ -253,7 +255,8 @@ def test_cli_schedules_from_another_database_with_schedule_in_database(cron_db, 
     with psycopg.connect(cron_db, autocommit=True) as c:
         jobs = c.execute("SELECT jobname, database FROM cron.job WHERE jobname LIKE"
                          " 'elsewhere%' ORDER BY 1").fetchall()
-    assert jobs == [("elsewhere", dbname), ("elsewhere-prune", CRON_DATABASE)]
+    assert jobs == [("elsewhere", dbname), ("elsewhere-history", dbname),
+                    ("elsewhere-prune", CRON_DATABASE)]
     gone = subprocess.run([*CLI, "unschedule", "--job-name", "elsewhere"], capture_output=True,
                           text=True, env=env)
     assert gone.returncode == 0, gone.stderr

@@ -255,6 +255,8 @@ CALLS = (
     "SELECT * FROM auth.refresh_expiring_tokens_batch()",
     "SELECT * FROM auth.refresh_expiring_tokens_batch(p_threshold_days => 40, p_dry_run => true)",
     "CALL auth.refresh_expiring_tokens_job()",
+    "SELECT * FROM auth.prune_token_history_batch()",
+    "CALL auth.prune_token_history()",
     "SELECT auth.schedule_token_refresh()",
     "SELECT auth.unschedule_token_refresh()",
     "SELECT * FROM auth.token_refresh_cron_jobs()",

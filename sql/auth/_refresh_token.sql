@@ -35,8 +35,13 @@ BEGIN
     WHERE b.token_hash = v_hash
     FOR UPDATE;
     IF NOT FOUND THEN
-        o_refresh_reason := 'TOKEN_INVALID';
-        o_message := 'Token not found';
+        IF auth._spent_token_reuse(v_hash, v_source) THEN
+            o_refresh_reason := 'REUSE_DETECTED';
+            o_message := 'Token was rotated and its grace window has ended';
+        ELSE
+            o_refresh_reason := 'TOKEN_INVALID';
+            o_message := 'Token not found';
+        END IF;
         RETURN;
     END IF;
     SELECT p.* INTO STRICT v_policy

@@ -1,5 +1,6 @@
 -- Which of the package's pg_cron jobs a job is: 'batch' (it runs the batch refresh for
--- this database), 'prune' (it prunes the run history of those jobs), or NULL. The one
+-- this database), 'history' (the lifecycle pruning of this database), 'prune' (it prunes
+-- the run history of those jobs), or NULL. The one
 -- job matcher: the diagnostics' SCHEDULE step and the CRON_JOB_FAILED alert both use it
 -- (through auth._token_refresh_jobs), and it knows the commands that
 -- auth.token_refresh_cron_jobs schedules as well as the seed's direct batch call.
@@ -14,6 +15,8 @@ AS $$
     SELECT CASE
         WHEN p_database = pg_catalog.current_database()::text
              AND p_command ~ '\mauth\.refresh_expiring_tokens_(job|batch)\M' THEN 'batch'
+        WHEN p_database = pg_catalog.current_database()::text
+             AND p_command ~ '\mauth\.prune_token_history\M' THEN 'history'
         WHEN p_command ~ '^DELETE FROM cron\.job_run_details WHERE ' THEN 'prune'
     END
 $$;

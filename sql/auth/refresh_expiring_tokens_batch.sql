@@ -203,10 +203,12 @@ BEGIN
             END IF;
         END LOOP;
 
-        -- Housekeeping: a kept successor dies with its predecessor.
+        -- Housekeeping: a kept successor dies with its predecessor (found through the
+        -- rotated-token index; auth.prune_token_history later moves the row out).
         UPDATE auth.api_token_bridge AS b
         SET successor_secret = NULL
-        WHERE b.successor_secret IS NOT NULL AND b.valid_until <= v_now;
+        WHERE b.successor_hk IS NOT NULL AND NOT b.is_revoked
+          AND b.valid_until <= v_now AND b.successor_secret IS NOT NULL;
         GET DIAGNOSTICS v_erased = ROW_COUNT;
     END IF;
 

@@ -180,6 +180,8 @@ BEGIN
                 THEN 'WARN: no active pg_cron job runs the batch refresh for this database'
             WHEN v_job @? '$.jobs[*] ? (@.kind == "batch" && @.last_status == "failed")'
                 THEN 'WARN: the last run of a batch job failed'
+            WHEN NOT v_job @? '$.jobs[*] ? (@.kind == "history" && @.active == true)'
+                THEN 'WARN: no active pg_cron job prunes token history (auth.prune_token_history)'
             ELSE 'OK'
         END;
         details := v_job;

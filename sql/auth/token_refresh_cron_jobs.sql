@@ -1,5 +1,6 @@
--- The pg_cron jobs that run the batch refresh for this database: the job itself and a
--- daily pruning of its run history. Used by auth.schedule_token_refresh here, and by
+-- The pg_cron jobs that run the batch refresh for this database: the job itself, the
+-- daily lifecycle pruning (auth.prune_token_history) and a daily pruning of the jobs'
+-- run history. Used by auth.schedule_token_refresh here, and by
 -- `pyvault-tokens schedule` from the cron database when pg_cron lives elsewhere.
 CREATE OR REPLACE FUNCTION auth.token_refresh_cron_jobs(
     p_schedule text DEFAULT '0 */6 * * *',
@@ -21,6 +22,11 @@ BEGIN
     command := 'CALL auth.refresh_expiring_tokens_job()';
     database_name := pg_catalog.current_database()::text;
     RETURN NEXT;
+    job_name := p_job_name || '-history';
+    schedule := '41 4 * * *';
+    command := 'CALL auth.prune_token_history()';
+    database_name := pg_catalog.current_database()::text;
+    RETURN NEXT;
     job_name := p_job_name || '-prune';
     schedule := '17 3 * * *';
     -- pg_cron runs this with the job owner's search_path in the cron database, so every
@@ -32,13 +38,13 @@ BEGIN
         || '(pg_catalog.now() OPERATOR(pg_catalog.-) %L::pg_catalog.interval) '
         || 'AND jobid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT j.jobid FROM cron.job AS j '
         || 'WHERE j.jobname OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.text[])))',
-        '14 days', ARRAY[p_job_name, p_job_name || '-prune']);
+        '14 days', ARRAY[p_job_name, p_job_name || '-history', p_job_name || '-prune']);
     database_name := coalesce(pg_catalog.current_setting('cron.database_name', TRUE), 'postgres');
     RETURN NEXT;
 END;
 $$;
 COMMENT ON FUNCTION auth.token_refresh_cron_jobs(text, text) IS
-'The pg_cron jobs (name, schedule, command, database) that run the batch refresh for this '
-'database and prune their run history after 14 days.';
+'The pg_cron jobs (name, schedule, command, database) that run the batch refresh and the '
+'lifecycle pruning for this database, and prune their run history after 14 days.';
 REVOKE ALL ON FUNCTION auth.token_refresh_cron_jobs(text, text) FROM public;
 GRANT EXECUTE ON FUNCTION auth.token_refresh_cron_jobs(text, text) TO pyvault_admin;

@@ -1,4 +1,4 @@
--- Remove the batch job and its pruning job from pg_cron.
+-- Remove the jobs auth.schedule_token_refresh made (auth.token_refresh_cron_jobs) from pg_cron.
 CREATE OR REPLACE FUNCTION auth.unschedule_token_refresh(
     p_job_name text DEFAULT 'token-refresh-check'
 ) RETURNS boolean
@@ -19,7 +19,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Jobs live where pg_cron is; use pyvault-tokens unschedule.';
     END IF;
-    FOREACH v_name IN ARRAY ARRAY[p_job_name, p_job_name || '-prune'] LOOP
+    FOR v_name IN SELECT j.job_name FROM auth.token_refresh_cron_jobs(p_job_name => p_job_name) AS j LOOP
         EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.job WHERE jobname = $1)', v_cron)
         INTO v_exists USING v_name;
         IF v_exists THEN
@@ -31,6 +31,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION auth.unschedule_token_refresh(text) IS
-'Remove the batch job (and its pruning job) from pg_cron; returns whether the job existed.';
+'Remove the batch job (and its lifecycle and pruning jobs) from pg_cron; returns whether '
+'the batch job existed.';
 REVOKE ALL ON FUNCTION auth.unschedule_token_refresh(text) FROM public;
 GRANT EXECUTE ON FUNCTION auth.unschedule_token_refresh(text) TO pyvault_admin;

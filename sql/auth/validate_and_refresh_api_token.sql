@@ -45,7 +45,13 @@ BEGIN
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
     IF NOT FOUND THEN
-        message := 'Token not found';
+        IF auth._spent_token_reuse(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')),
+                                   'pyvault:validate') THEN
+            refresh_reason := 'REUSE_DETECTED';
+            message := 'Token was rotated and its grace window has ended';
+        ELSE
+            message := 'Token not found';
+        END IF;
         RETURN NEXT;
         RETURN;
     ELSIF v_token.is_revoked THEN

@@ -35,7 +35,12 @@ BEGIN
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
     IF NOT FOUND THEN
-        message := 'Token not found';
+        message := CASE
+            WHEN auth._spent_token_reuse(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')),
+                                         'pyvault:validate')
+                THEN 'Token was rotated and its grace window has ended'
+            ELSE 'Token not found'
+        END;
     ELSIF v_token.is_revoked THEN
         message := 'Token has been revoked';
     ELSIF pg_catalog.now() >= v_token.valid_until THEN
