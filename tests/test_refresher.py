@@ -310,3 +310,33 @@ def test_no_log_line_holds_a_token():
     leaks = [line for line in LOGS if SECRET.search(line)]
     assert leaks == []
 
+
+
+def test_no_listen_sweeps_without_a_listener_and_a_bad_listen_url_is_refused(tmp_path, conn,
+                                                                              refresher_url):
+    token = make_token(conn, "3 days", user="svc-no-listen")
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put("svc", token)
+    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
+                             refresher_url, "--sweep-interval", "3600", "--no-listen"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: TokenStore(path).get("svc").token != token, what="the start sweep")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            output = proc.communicate()[0]
+    LOGS.extend(output.splitlines())
+    assert proc.returncode == 0, output
+    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+    assert "listening" not in events and events[-1] == "stopped"
+    assert not any(e.startswith("notifications do not reach") for e in events)
+
+    bad = subprocess.run([*CLI, "refresher", "--store", str(path), "--database", refresher_url,
+                          "--listen-database", "mysql://x:secret@host/db", "--once"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "not a PostgreSQL URL" in bad.stderr and "secret" not in bad.stderr
