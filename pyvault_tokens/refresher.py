@@ -205,6 +205,9 @@ class TokenRefreshService:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if not await self._notifications_arrive(conn):
                         self.listener_state = "deaf"
+                        # Best effort: through a pooler this may reach another server
+                        # connection than the one that took the LISTEN.
+                        await conn.execute("UNLISTEN *")
                         log.warning(
                             "notifications do not reach the listener; sweeping every "
                             "sweep interval only", extra={
