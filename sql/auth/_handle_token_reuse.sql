@@ -13,7 +13,6 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_action text;
-    v_revoked integer := 0;
 BEGIN
     IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
         RETURN 0;
@@ -21,22 +20,18 @@ BEGIN
     SELECT p.reuse_action INTO STRICT v_action
     FROM auth.token_refresh_policy AS p
     WHERE p.token_type = p_token_type;
-    IF v_action = 'REVOKE_FAMILY' THEN
-        v_revoked := auth._revoke_family(p_family_hk, 'reuse of a rotated token', p_source);
-    ELSE
-        -- REJECT: the presented token is dead, so the successor kept for its holder is of
-        -- no more use to anyone; erase it now rather than at the next batch run.
-        UPDATE auth.api_token_bridge AS b
-        SET successor_secret = NULL
-        WHERE b.api_token_hk = p_api_token_hk AND b.successor_secret IS NOT NULL;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        -- A caller in REPEATABLE READ or SERIALIZABLE: the token is refused all the same;
+        -- if a family row changed since the snapshot, the revocation waits for the next
+        -- presentation instead of failing the caller with a serialization error.
+        BEGIN
+            RETURN auth._handle_token_reuse_now(
+                p_api_token_hk, p_family_hk, p_tenant_hk, v_action, p_source);
+        EXCEPTION WHEN serialization_failure THEN
+            RETURN 0;
+        END;
     END IF;
-    INSERT INTO auth.security_event (
-        event_type, api_token_hk, family_hk, tenant_hk, tokens_revoked, detail
-    ) VALUES (
-        'TOKEN_REUSE', p_api_token_hk, p_family_hk, p_tenant_hk, v_revoked,
-        pg_catalog.jsonb_build_object('action', v_action, 'source', p_source)
-    );
-    RETURN v_revoked;
+    RETURN auth._handle_token_reuse_now(p_api_token_hk, p_family_hk, p_tenant_hk, v_action, p_source);
 END;
 $$;
 REVOKE ALL ON FUNCTION auth._handle_token_reuse(bytea, bytea, bytea, text, text) FROM public;

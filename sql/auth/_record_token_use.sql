@@ -6,12 +6,18 @@
 -- next use is expected within mean_gap x predictive_margin of this one; if that is
 -- after expiry, the refresh point moves to now (PREDICTED_IDLE). Returns the token's
 -- refresh point after this use, or NULL when nothing was recorded.
+-- Callers inside REPEATABLE READ get an answer, not a serialization error: there the
+-- writes run in a subtransaction (p_guarded) and a row changed since the snapshot means
+-- nothing is recorded now. SERIALIZABLE callers record nothing: a write could fail their
+-- commit. READ COMMITTED, the middlewares' level, pays for neither.
+DROP FUNCTION IF EXISTS auth._record_token_use(bytea, bytea, bytea, text, bytea);
 CREATE OR REPLACE FUNCTION auth._record_token_use(
     p_token_hash bytea,
     p_api_token_hk bytea,
     p_tenant_hk bytea,
     p_token_type text,
-    p_predecessor_hk bytea
+    p_predecessor_hk bytea,
+    p_guarded boolean DEFAULT FALSE
 ) RETURNS timestamptz
 LANGUAGE plpgsql
 AS $$
@@ -21,7 +27,18 @@ DECLARE
     v_usage auth.api_token_usage;
     v_token auth.api_token_bridge;
     v_refresh_after timestamptz;
+    v_isolation text := pg_catalog.current_setting('transaction_isolation');
 BEGIN
+    IF v_isolation = 'serializable' THEN
+        RETURN NULL;
+    ELSIF v_isolation = 'repeatable read' AND NOT p_guarded THEN
+        BEGIN
+            RETURN auth._record_token_use(p_token_hash, p_api_token_hk, p_tenant_hk,
+                                          p_token_type, p_predecessor_hk, p_guarded => TRUE);
+        EXCEPTION WHEN serialization_failure THEN
+            RETURN NULL;  -- changed since this snapshot: a later use records it
+        END;
+    END IF;
     SELECT p.* INTO STRICT v_policy
     FROM auth.token_refresh_policy AS p
     WHERE p.token_type = p_token_type;
@@ -88,4 +105,4 @@ BEGIN
     RETURN v_refresh_after;
 END;
 $$;
-REVOKE ALL ON FUNCTION auth._record_token_use(bytea, bytea, bytea, text, bytea) FROM public;
+REVOKE ALL ON FUNCTION auth._record_token_use(bytea, bytea, bytea, text, bytea, boolean) FROM public;

@@ -73,28 +73,10 @@ BEGIN
         - (SELECT pg_catalog.min(p.refresh_threshold) FROM auth.token_refresh_policy AS p),
         '0'::interval);
 
-    IF coalesce(p_dry_run, FALSE) THEN
-        SELECT (pg_catalog.count(*) FILTER (WHERE p.strategy = 'EXTEND'))::integer,
-               (pg_catalog.count(*) FILTER (WHERE p.strategy = 'ROTATE'))::integer,
-               coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                   'token_id', h.api_token_bk, 'token_type', b.token_type,
-                   'action', CASE WHEN p.strategy = 'EXTEND' THEN 'EXTEND' ELSE 'ENQUEUE' END,
-                   'expires_at', b.expires_at)) FILTER (WHERE d.n <= c_items), '[]')
-        INTO v_extended, v_enqueued, v_items
-        FROM (
-            SELECT b0.token_hash, pg_catalog.row_number() OVER (ORDER BY b0.refresh_after) AS n
-            FROM auth.api_token_bridge AS b0
-            WHERE NOT b0.is_revoked AND b0.successor_hk IS NULL AND b0.valid_until > v_now
-              AND b0.refresh_after <= v_due_bound
-              AND (v_threshold IS NULL OR b0.expires_at <= v_now + v_threshold)
-              AND b0.refresh_enqueued_at IS NULL
-            LIMIT p_max_tokens
-        ) AS d
-        INNER JOIN auth.api_token_bridge AS b ON d.token_hash = b.token_hash
-        INNER JOIN auth.api_token_h AS h ON b.api_token_hk = h.api_token_hk
-        INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type;
-        v_batches := 0;
-    ELSE
+    -- A dry run is the real run in a subtransaction that is then rolled back: it counts
+    -- exactly what a real run would do, by the same filter and the same code (its NOTIFY
+    -- is discarded with the subtransaction; PL/pgSQL variables keep their values).
+    BEGIN
         LOOP
             v_take := least(p_batch_size, coalesce(p_max_tokens - v_extended - v_enqueued - v_failed,
                                                    p_batch_size));
@@ -210,7 +192,12 @@ BEGIN
         WHERE b.successor_hk IS NOT NULL AND NOT b.is_revoked
           AND b.valid_until <= v_now AND b.successor_secret IS NOT NULL;
         GET DIAGNOSTICS v_erased = ROW_COUNT;
-    END IF;
+        IF coalesce(p_dry_run, FALSE) THEN
+            RAISE EXCEPTION USING ERRCODE = 'PVDRY', MESSAGE = 'dry run: roll back';
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'PVDRY' THEN
+        NULL;  -- the dry run ran and was rolled back; the counts above are what it found
+    END;
 
     INSERT INTO auth.token_refresh_batch_run (
         started_at, dry_run, tokens_found, tokens_extended, tokens_enqueued, tokens_failed

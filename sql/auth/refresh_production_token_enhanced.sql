@@ -22,6 +22,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_refresh record;
+    v_deferred boolean := FALSE;
 BEGIN
     success := FALSE;
     IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
@@ -37,15 +38,30 @@ BEGIN
     ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
         refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
         message := 'Refresh needs a read-write transaction on the primary';
+    ELSIF pg_catalog.current_setting('transaction_isolation') = 'serializable' THEN
+        refresh_reason := 'REFRESH_DEFERRED_SNAPSHOT';
+        message := 'Refresh writes nothing inside a SERIALIZABLE transaction; call it in a transaction of its own';
     ELSE
-        v_refresh := auth._refresh_token(
-            p_token,
-            pg_catalog.make_interval(days => p_threshold_days),
-            coalesce(p_force, FALSE),
-            coalesce(p_trigger, CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END),
-            -- Inside SECURITY DEFINER current_user is the owner; the login is session_user.
-            p_force_limited => NOT pg_catalog.pg_has_role(SESSION_USER, 'pyvault_admin', 'USAGE')
-        );
+        -- In REPEATABLE READ, a token row changed since the snapshot (a concurrent refresh
+        -- rotated it) cannot be locked: the answer is deferred, never an error.
+        BEGIN
+            v_refresh := auth._refresh_token(
+                p_token,
+                pg_catalog.make_interval(days => p_threshold_days),
+                coalesce(p_force, FALSE),
+                coalesce(p_trigger, CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END),
+                -- Inside SECURITY DEFINER current_user is the owner; the login is session_user.
+                p_force_limited => NOT pg_catalog.pg_has_role(SESSION_USER, 'pyvault_admin', 'USAGE')
+            );
+        EXCEPTION WHEN serialization_failure THEN
+            v_deferred := TRUE;
+        END;
+        IF v_deferred THEN
+            refresh_reason := 'REFRESH_DEFERRED_SNAPSHOT';
+            message := 'The token changed since this transaction''s snapshot; retry in a new transaction';
+            RETURN NEXT;
+            RETURN;
+        END IF;
         success := v_refresh.o_success;
         new_token := v_refresh.o_new_token;
         expires_at := v_refresh.o_expires_at;

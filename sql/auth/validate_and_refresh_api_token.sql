@@ -26,6 +26,7 @@ DECLARE
     v_error text;
     v_refreshed boolean := FALSE;
     v_reason text;
+    v_lock_timeout text;
 BEGIN
     is_valid := FALSE;
     was_refreshed := FALSE;
@@ -112,6 +113,10 @@ BEGIN
         -- predecessor would stay valid until its own expiry.
         refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
         message := 'Token valid; its first use must be recorded on the primary';
+    ELSIF v_token.predecessor_hk IS NOT NULL AND v_token.last_used_at IS NULL
+          AND pg_catalog.current_setting('transaction_isolation') = 'serializable' THEN
+        refresh_reason := 'REFRESH_DEFERRED_SNAPSHOT';
+        message := 'Token valid; its first use must be recorded outside a SERIALIZABLE transaction';
     ELSIF pg_catalog.now() < v_token.refresh_after THEN
         IF v_token.refresh_after = 'infinity' THEN
             refresh_reason := 'MAX_LIFETIME_REACHED';
@@ -123,20 +128,39 @@ BEGIN
     ELSIF pg_catalog.current_setting('transaction_read_only')::boolean THEN
         refresh_reason := 'REFRESH_DEFERRED_READ_ONLY';
         message := 'Token valid; refresh is due but this transaction is read-only';
+    ELSIF pg_catalog.current_setting('transaction_isolation') = 'serializable' THEN
+        -- A write here could fail the caller's commit; its next call in its own
+        -- transaction (or any other caller's) refreshes the token.
+        refresh_reason := 'REFRESH_DEFERRED_SNAPSHOT';
+        message := 'Token valid; refresh is due but this transaction is SERIALIZABLE';
     ELSE
         -- Documented boundary: a refresh that fails for any reason must not turn a valid
-        -- token into a failed request. The error is recorded as a FAILED refresh event.
+        -- token into a failed request. A lock held longer than the policy's
+        -- refresh_lock_wait (the seed's one-transaction batch holds its rows for seconds)
+        -- answers REFRESH_BUSY; a row changed since a REPEATABLE READ snapshot answers
+        -- REFRESH_DEFERRED_SNAPSHOT; any other error is recorded as a FAILED event.
         BEGIN
+            v_lock_timeout := pg_catalog.current_setting('lock_timeout');
+            PERFORM pg_catalog.set_config('lock_timeout', (
+                SELECT greatest(1, (extract(EPOCH FROM p.refresh_lock_wait) * 1000)::bigint)::text
+                FROM auth.token_refresh_policy AS p WHERE p.token_type = v_token.token_type
+            ), TRUE);
             v_refresh := auth._refresh_token(p_token, NULL, FALSE, 'ON_DEMAND');
+            -- Restored by hand: a committed subtransaction keeps a local setting.
+            PERFORM pg_catalog.set_config('lock_timeout', v_lock_timeout, TRUE);
             v_refreshed := v_refresh.o_success;
             v_reason := v_refresh.o_refresh_reason;
             v_error := v_refresh.o_message;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
-            PERFORM auth._log_refresh_event(
-                v_token, 'ON_DEMAND', 'FAILED', 'REFRESH_FAILED',
-                p_detail => pg_catalog.jsonb_build_object('sqlstate', v_state, 'error', v_error)
-            );
+            v_reason := CASE v_state WHEN '55P03' THEN 'REFRESH_BUSY'
+                                     WHEN '40001' THEN 'REFRESH_DEFERRED_SNAPSHOT' END;
+            IF v_reason IS NULL THEN
+                PERFORM auth._log_refresh_event(
+                    v_token, 'ON_DEMAND', 'FAILED', 'REFRESH_FAILED',
+                    p_detail => pg_catalog.jsonb_build_object('sqlstate', v_state, 'error', v_error)
+                );
+            END IF;
         END;
         IF v_refreshed THEN
             new_token := v_refresh.o_new_token;
@@ -149,6 +173,22 @@ BEGIN
             expires_at := v_refresh.o_expires_at;
             refresh_reason := 'NO_REFRESH_NEEDED';
             message := 'Token is valid';
+        ELSIF v_reason IN ('TOKEN_INVALID', 'REUSE_DETECTED') THEN
+            -- Revoked (or expired, or found reused) while we waited for its row: the
+            -- locked row is the truth, and it says no.
+            is_valid := FALSE;
+            user_hk := NULL;
+            tenant_hk := NULL;
+            scope := NULL;
+            expires_at := NULL;
+            refresh_reason := v_reason;
+            message := v_error;
+        ELSIF v_reason = 'REFRESH_BUSY' THEN
+            refresh_reason := v_reason;
+            message := 'Token valid; refresh is due but its row is locked by another transaction';
+        ELSIF v_reason = 'REFRESH_DEFERRED_SNAPSHOT' THEN
+            refresh_reason := v_reason;
+            message := 'Token valid; it changed since this transaction''s snapshot, so the refresh waits';
         ELSE
             refresh_reason := 'REFRESH_FAILED';
             message := 'Token valid but refresh failed: ' || coalesce(v_error, 'unknown error');

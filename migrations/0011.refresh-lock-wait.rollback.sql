@@ -1,0 +1,1 @@
+ALTER TABLE auth.token_refresh_policy DROP COLUMN refresh_lock_wait;
