@@ -61,6 +61,9 @@ REFRESH_BATCH_SQL = (
     "p_threshold_days => %(days)s::integer, p_batch_size => %(size)s::integer,"
     " p_max_tokens => %(max)s::integer, p_dry_run => %(dry)s::boolean)"
 )
+PRUNE_BATCH_SQL = (
+    "SELECT * FROM auth.prune_token_history_batch(p_batch_size => %(size)s::integer)"
+)
 CRON_JOBS_SQL = (
     "SELECT * FROM auth.token_refresh_cron_jobs("
     "p_schedule => %(schedule)s::text, p_job_name => %(name)s::text)"
@@ -232,6 +235,12 @@ def refresh_batch(conn: psycopg.Connection, *, batch_size: int = 1000,
                 _batch_params(batch_size, max_tokens, threshold_days, dry_run))
 
 
+def prune_history_batch(conn: psycopg.Connection, *, batch_size: int = 1000) -> Row:
+    """One committed-by-the-caller batch of lifecycle pruning (spent tokens, dead
+    families, history past its retention)."""
+    return _one(conn, PRUNE_BATCH_SQL, {"size": batch_size})
+
+
 def cron_jobs(conn: psycopg.Connection, schedule: str, job_name: str) -> list[Row]:
     return _all(conn, CRON_JOBS_SQL, {"schedule": schedule, "name": job_name})
 
@@ -337,6 +346,11 @@ async def refresh_batch_async(conn: psycopg.AsyncConnection, *, batch_size: int 
                               dry_run: bool = False) -> Row:
     return await _one_async(conn, REFRESH_BATCH_SQL,
                             _batch_params(batch_size, max_tokens, threshold_days, dry_run))
+
+
+async def prune_history_batch_async(conn: psycopg.AsyncConnection, *,
+                                    batch_size: int = 1000) -> Row:
+    return await _one_async(conn, PRUNE_BATCH_SQL, {"size": batch_size})
 
 
 async def cron_jobs_async(conn: psycopg.AsyncConnection, schedule: str,

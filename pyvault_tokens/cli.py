@@ -290,6 +290,36 @@ def refresh_batch(database, batch_size, threshold_days, dry_run) -> None:
               f"{counts['enqueued']} {verb} enqueued for their holders, {counts['failed']} failed")
 
 
+@main.command()
+@database_option
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="Rows of each kind per committed batch.")
+def prune(database, batch_size) -> None:
+    """Prune token history now (as the daily job does), one committed batch at a time:
+    spent tokens leave the bridge, dead families and history past its retention go.
+    Prints a line per batch and a summary."""
+    totals = {"tokens_spent": 0, "families_removed": 0, "tokens_removed": 0, "rows_deleted": 0}
+    batches = 0
+    with _connect(database) as conn:
+        while True:
+            row = api.prune_history_batch(conn, batch_size=batch_size)
+            if row["skipped"]:
+                out.print("skipped: another prune run is in progress")
+                return
+            batches += 1
+            for key in totals:
+                totals[key] += row[key]
+            click.echo(f"batch {batches}: {row['tokens_spent']} spent tokens moved, "
+                       f"{row['families_removed']} dead families removed "
+                       f"({row['tokens_removed']} tokens), "
+                       f"{row['rows_deleted']} history rows deleted", err=True)
+            if not row["more"]:
+                break
+    out.print(f"{totals['tokens_spent']} spent tokens moved out of the bridge, "
+              f"{totals['families_removed']} dead families removed ({totals['tokens_removed']} "
+              f"tokens), {totals['rows_deleted']} history rows deleted, in {batches} batches")
+
+
 # In the cron database the auth schema may not exist, so pg_cron is found here as
 # auth._cron_schema() finds it in ours: the schema that is a member ('e') of the pg_cron
 # extension in pg_depend, never by the name cron, which any login that may CREATE in that

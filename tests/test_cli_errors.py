@@ -31,6 +31,7 @@ COMMANDS = {
     "revoke": ["revoke", "-"],
     "issue": ["issue", "--user", "u", "--tenant", "t"],
     "refresh-batch": ["refresh-batch"],
+    "prune": ["prune"],
     "alerts": ["alerts"],
     "metrics": ["metrics"],
     "schedule": ["schedule"],
