@@ -107,9 +107,13 @@ def main() -> None:
 
 @main.command()
 @database_option
-def migrate(database: str | None) -> None:
+@click.option("--role-prefix", default=None, metavar="NAME",
+              help="Grant this database to NAME_api, NAME_admin, NAME_monitor and "
+                   "NAME_refresher instead of the cluster-wide pyvault_* roles (stored; "
+                   "set once, in place of the default).")
+def migrate(database: str | None, role_prefix: str | None) -> None:
     """Apply the migrations and re-apply every SQL function and view."""
-    result = run_migrate(_require(database))
+    result = run_migrate(_require(database), role_prefix=role_prefix)
     if result.applied:
         for migration_id in result.applied:
             out.print(f"applied migration {migration_id}")

@@ -14,12 +14,14 @@ anyone but the migrating role or a superuser.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from yoyo import get_backend, internalmigrations, read_migrations
 
 # Arbitrary, fixed: "pyvault" in ASCII. Shared by every pyvault-tokens migrator.
@@ -183,26 +185,73 @@ def _yoyo(database_url: str) -> Iterator[tuple[psycopg.Connection, object, objec
             backend.connection.close()
 
 
-def apply_sql(conn: psycopg.Connection) -> list[str]:
-    """Re-apply every file in sql/ in one transaction."""
+DEFAULT_ROLE_PREFIX = "pyvault"
+ROLE_KINDS = ("api", "admin", "monitor", "refresher")
+_ROLE_PREFIX = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _check_role_prefix(wanted: str | None) -> None:
+    if wanted is not None and not _ROLE_PREFIX.fullmatch(wanted):
+        raise MigrateRefused(f"migrate refused, nothing was changed: role prefix {wanted!r}"
+                             " must be a lower-case letter, then up to 39 letters, digits or _")
+
+
+def _settle_role_prefix(conn: psycopg.Connection, wanted: str | None) -> str:
+    """The install's role prefix: the stored one, or the one asked for (only in place of
+    the default, whose grants auth._apply_role_prefix then moves). Creates its roles."""
+    _check_role_prefix(wanted)
+    stored = conn.execute("SELECT s.role_prefix FROM auth.install_settings AS s").fetchone()[0]
+    if wanted is None or wanted == stored:
+        prefix = stored
+    elif stored == DEFAULT_ROLE_PREFIX:
+        conn.execute("UPDATE auth.install_settings SET role_prefix = %s", (wanted,))
+        prefix = wanted
+    else:
+        raise MigrateRefused(f"migrate refused, nothing was changed: this database was"
+                             f" installed with role prefix {stored!r}; migrate it with"
+                             f" --role-prefix {stored} (a prefix is changed only from the"
+                             f" default)")
+    for kind in ROLE_KINDS:
+        role = f"{prefix}_{kind}"
+        exists = conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if exists is None:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                pass  # created by a concurrent migration of another database
+    return prefix
+
+
+def apply_sql(conn: psycopg.Connection, role_prefix: str | None = None) -> list[str]:
+    """Re-apply every file in sql/ in one transaction, then move the grants to the
+    install's group roles (a no-op with the default prefix)."""
     root = resource_dir("sql")
     applied = []
     with conn.transaction():
         conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (MIGRATE_LOCK_KEY + 1,))
+        _settle_role_prefix(conn, role_prefix)
         for path in sql_files():
             conn.execute(path.read_text(encoding="utf-8"))
             applied.append(str(path.relative_to(root)))
+        conn.execute("SELECT auth._apply_role_prefix()")
     return applied
 
 
-def migrate(database_url: str) -> MigrateResult:
-    """Bring a database up to date. Safe to run twice, or from two processes at once."""
+def migrate(database_url: str, role_prefix: str | None = None) -> MigrateResult:
+    """Bring a database up to date. Safe to run twice, or from two processes at once.
+
+    role_prefix names the group roles that get this database's grants (<prefix>_api,
+    _admin, _monitor, _refresher; default pyvault, shared by every database of the
+    cluster that keeps it). It is stored, and can be set only in place of the default.
+    """
+    _check_role_prefix(role_prefix)
     result = MigrateResult()
     with _yoyo(database_url) as (lock_conn, backend, migrations):
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
         result.applied = [m.id for m in pending]
-        result.sql_files = apply_sql(lock_conn)
+        result.sql_files = apply_sql(lock_conn, role_prefix)
     return result
 
 

@@ -53,7 +53,7 @@ BEGIN
             SELECT coalesce(pg_catalog.jsonb_agg(c.relname ORDER BY c.relname), '[]')
             FROM pg_catalog.pg_class AS c
             WHERE c.relnamespace = 'auth'::pg_catalog.regnamespace AND c.relkind = 'r'
-              AND pg_catalog.has_table_privilege('pyvault_api', c.oid, 'SELECT')),
+              AND pg_catalog.has_table_privilege(auth._role('api'), c.oid, 'SELECT')),
         'untrusted_owners', (
             SELECT coalesce(pg_catalog.jsonb_agg(o.what ORDER BY o.what), '[]')
             FROM (

@@ -1,7 +1,7 @@
 -- Refresh a token on its own: rotate or extend it when it is within the threshold
 -- (or always, with p_force). Presenting a rotated token again returns the same successor.
 -- p_trigger lets the refresher service label its calls SERVICE in the event log.
--- A login that is not pyvault_admin may force a token's refresh at most once per the
+-- A login that is not the admin role (pyvault_admin) may force a token's refresh at most once per the
 -- policy's force_min_interval (FORCE_RATE_LIMITED otherwise, and nothing is written).
 DROP FUNCTION IF EXISTS auth.refresh_production_token_enhanced(text, integer, boolean);
 CREATE OR REPLACE FUNCTION auth.refresh_production_token_enhanced(
@@ -51,7 +51,7 @@ BEGIN
                 coalesce(p_force, FALSE),
                 coalesce(p_trigger, CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END),
                 -- Inside SECURITY DEFINER current_user is the owner; the login is session_user.
-                p_force_limited => NOT pg_catalog.pg_has_role(SESSION_USER, 'pyvault_admin', 'USAGE')
+                p_force_limited => NOT pg_catalog.pg_has_role(SESSION_USER, auth._role('admin'), 'USAGE')
             );
         EXCEPTION WHEN serialization_failure THEN
             v_deferred := TRUE;
