@@ -23,7 +23,6 @@ QUICK profile: 300 examples per function; ``PYVAULT_SOAK=1``: 10,000.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from datetime import timedelta
@@ -34,15 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
+from tests.profile import SOAK, profile
 from tests.tokens import make_token
-
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
-
-
-def profile(quick, soak):
-    """The QUICK value, or the SOAK value under PYVAULT_SOAK=1."""
-    return soak if SOAK else quick
-
 
 FUZZ = settings(
     max_examples=profile(300, 10_000),

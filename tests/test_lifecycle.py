@@ -26,9 +26,9 @@ import pytest
 
 from pyvault_tokens.embedded import start_cluster
 from pyvault_tokens.migrate import migrate
+from tests.profile import profile
 
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
-CLIENTS = 1000 if SOAK else 200
+CLIENTS = profile(200, 1000)
 DAYS = 200
 STORAGE = """
 SELECT sum(pg_total_relation_size(c.oid))::bigint

@@ -22,7 +22,6 @@ The QUICK and SOAK profiles are the same here: these checks are exhaustive, not 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 
@@ -32,8 +31,6 @@ from psycopg.rows import dict_row
 
 from pyvault_tokens.migrate import migrate
 from tests.tokens import make_token
-
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
 
 API, ADMIN, MONITOR = "pyvault_api", "pyvault_admin", "pyvault_monitor"
 REFRESHER = "pyvault_refresher"

@@ -33,15 +33,8 @@ from psycopg.rows import dict_row
 
 from pyvault_tokens.embedded import PG_BIN, SERVER_USER, start_cluster
 from tests.harness import prepare_database
+from tests.profile import profile
 from tests.tokens import make_token, successors
-
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
-
-
-def profile(quick, soak):
-    """The QUICK value, or the SOAK value under PYVAULT_SOAK=1."""
-    return soak if SOAK else quick
-
 
 STORM_CONNECTIONS = 64                      # the test cluster allows 200
 ONE_TOKEN_ROUNDS = profile(3, 50)

@@ -39,15 +39,8 @@ from starlette.routing import Route
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from pyvault_tokens.embedded import PG_BIN, SERVER_USER, EmbeddedPostgresql
 from tests.harness import prepare_database
+from tests.profile import profile
 from tests.tokens import make_token, successors
-
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
-
-
-def profile(quick, soak):
-    """The QUICK value, or the SOAK value under PYVAULT_SOAK=1."""
-    return soak if SOAK else quick
-
 
 BENCH_SECONDS = profile(3, 20)
 BENCH_TOKENS = profile(20_000, 200_000)

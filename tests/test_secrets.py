@@ -46,7 +46,6 @@ from pyvault_tokens.asgi import TokenRefreshMiddleware
 from tests.harness import prepare_database
 from tests.tokens import make_token
 
-SOAK = os.environ.get("PYVAULT_SOAK", "").strip() not in ("", "0")
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 TOKEN_SHAPE = re.compile(r"ovt_prod_[0-9a-fA-F]{5,}")
 HEX64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
