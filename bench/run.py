@@ -91,6 +91,7 @@ class Plan:
     tenants: int = 100
     users: int = 10_000
     sampling_rate: float = 0.1
+    profile: bool = False
 
     @classmethod
     def make(cls, args: argparse.Namespace) -> Plan:
@@ -107,6 +108,7 @@ class Plan:
             plan.duration = args.duration
         if args.reps:
             plan.reps = args.reps
+        plan.profile = args.profile
         return plan
 
     # i ranges, in load order
@@ -393,7 +395,8 @@ def load(conn: psycopg.Connection, url: str, plan: Plan) -> dict:
                 **params, **specs[kind], "kind": kind, "first": lo,
                 "last": min(last, lo + step_size - 1), "scope": ["api:read", "api:write"]}))
     with step(f"derive {total:,} tokens (read {plan.n_read:,}, hot {plan.n_hot:,}, "
-              f"rotate {ranges['rotate'][1] - ranges['rotate'][0] + 1:,}, due {plan.n_due:,}) "
+              f"rotate {ranges['rotate'][1] - ranges['rotate'][0] + 1:,}, "
+              f"due {ranges['due'][1] - ranges['due'][0] + 1:,}) "
               f"with {workers} workers"):
         parallel(url, derive, replica=replica)
     # Biggest first, so the workers finish together.
@@ -484,6 +487,7 @@ class Run:
     latencies_us: list[int]
     writes: int | None = None
     bridge_updates: tuple[int, int] | None = None  # (all, HOT)
+    wal: tuple[int, int, int] | None = None  # (records, full-page images, bytes), cluster-wide
     rotated: int | None = None
 
     def percentile(self, q: float) -> float | None:
@@ -540,7 +544,7 @@ def counter(conn: psycopg.Connection, sql: str, *args) -> int:
     return conn.execute(sql, args).fetchone()[0]
 
 
-def writes_now(conn: psycopg.Connection) -> tuple[int, int, int]:
+def writes_now(conn: psycopg.Connection) -> tuple[int, ...]:
     """Rows written in auth and bench so far.
 
     A backend flushes its table counters before it leaves pg_stat_activity, so wait for
@@ -552,7 +556,64 @@ def writes_now(conn: psycopg.Connection) -> tuple[int, int, int]:
         time.sleep(0.02)
     conn.execute("SELECT pg_stat_force_next_flush()")
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    return tuple(int(v) for v in conn.execute(WRITES).fetchone())
+    wal = conn.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
+    return tuple(int(v) for v in conn.execute(WRITES).fetchone()) + tuple(int(v) for v in wal)
+
+
+# --------------------------------------------------------------------------- profile
+
+# Per statement, nested ones included (pg_stat_statements.track = all): a statement's time
+# includes the statements it runs (a function call includes its body's statements).
+PROFILE_TOP = """
+SELECT toplevel, calls, total_exec_time, shared_blks_hit + shared_blks_read, wal_records,
+       wal_fpi, wal_bytes, regexp_replace(query, '\\s+', ' ', 'g')
+FROM bench.pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND query !~* '^(SELECT pg_stat_statements_reset|SELECT count\\(\\*\\) FROM pg_stat_activity)'
+ORDER BY total_exec_time DESC
+LIMIT 15
+"""
+
+
+class Profiler:
+    """pg_stat_statements around one measured piece of work (--profile only)."""
+
+    def __init__(self, conn: psycopg.Connection, enabled: bool):
+        self.conn, self.enabled = conn, enabled
+        if enabled:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA bench")
+
+    def reset(self) -> None:
+        if self.enabled:
+            self.conn.execute("SELECT bench.pg_stat_statements_reset()")
+
+    def take(self, per: int) -> list[dict] | None:
+        """The top statements, with their cost per unit of work (per rotation, per token)."""
+        if not self.enabled or per <= 0:
+            return None
+        return [{"toplevel": t, "calls_per_unit": calls / per, "us_per_call": ms * 1000 / calls,
+                 "us_per_unit": ms * 1000 / per, "buffers_per_unit": blks / per,
+                 "wal_records_per_unit": wr / per, "wal_fpi_per_unit": fpi / per,
+                 "wal_bytes_per_unit": float(wb) / per, "query": q[:160]}
+                for t, calls, ms, blks, wr, fpi, wb, q in self.conn.execute(PROFILE_TOP)
+                if calls]
+
+
+def render_profile(name: str, unit: str, statements: list[dict]) -> None:
+    table = Table(title=f"where the time goes: {name} (pg_stat_statements, track = all; a "
+                        "statement's time includes the statements it runs)",
+                  title_justify="left")
+    for col in ("calls/" + unit, "µs/call", "µs/" + unit, "buffers/" + unit,
+                "WAL rec/" + unit, "FPI/" + unit, "WAL B/" + unit):
+        table.add_column(col, justify="right")
+    table.add_column("statement")
+    for st in statements:
+        table.add_row(f"{st['calls_per_unit']:.2f}", f"{st['us_per_call']:,.1f}",
+                      f"{st['us_per_unit']:,.1f}", f"{st['buffers_per_unit']:.1f}",
+                      f"{st['wal_records_per_unit']:.1f}", f"{st['wal_fpi_per_unit']:.2f}",
+                      f"{st['wal_bytes_per_unit']:,.0f}",
+                      ("" if st["toplevel"] else "  ") + st["query"][:110])
+    out.print(table)
 
 
 # --------------------------------------------------------------------------- batch
@@ -655,6 +716,14 @@ class Result:
         if writes:
             d["rows_written_per_1k_calls"] = max(
                 w * 1000 / r.transactions for w, r in zip(writes, self.runs, strict=False))
+        walled = [r for r in self.runs if r.wal and r.writes]
+        if walled:
+            def per_call(r: Run) -> dict:
+                return {"records": r.wal[0] / r.transactions, "fpi": r.wal[1] / r.transactions,
+                        "bytes": r.wal[2] / r.transactions}
+            # that of the run with the most TPS (the figure reported), then every run's
+            d["wal_per_call"] = per_call(max(walled, key=lambda r: r.tps))
+            d["wal_per_call_runs"] = [per_call(r) for r in walled]
         upd = [r.bridge_updates for r in self.runs if r.bridge_updates]
         if upd and sum(u[0] for u in upd):
             d["bridge_updates"] = sum(u[0] for u in upd)
@@ -761,6 +830,9 @@ def render(rows: list[dict], batch: dict, size: dict, tgts: list[dict], plan: Pl
             notes.append(f"{r['net_cost_x_limit']:.1f}× the probe's net cost")
         if "rows_written_per_1k_calls" in r:
             notes.append(f"{r['rows_written_per_1k_calls']:,.0f} rows written/1k")
+        if "wal_per_call" in r:
+            w = r["wal_per_call"]
+            notes.append(f"WAL/call {w['bytes']:,.0f} B, {w['fpi']:.2f} FPI")
         if "bridge_updates" in r:
             notes.append(f"bridge upd {r['bridge_updates']:,}, "
                          f"{r['bridge_hot_update_pct']:.0f}% HOT")
@@ -811,6 +883,8 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
         ranges = plan.ranges
         results: dict[tuple[str, int], Result] = {}
         warnings: list[str] = []
+        profiler = Profiler(conn, plan.profile)
+        profiles: dict[str, list[dict]] = {}
         rot_next = ranges["rotate"][0]
         read_rows = [r for r in READ_ROWS if not r.writes]
         write_rows = [r for r in READ_ROWS if r.writes]
@@ -831,6 +905,7 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                     after = writes_now(conn)
                     run.writes = after[0] - before[0]
                     run.bridge_updates = (after[1] - before[1], after[2] - before[2])
+                    run.wal = tuple(a - b for a, b in zip(after[3:], before[3:], strict=True))
                     log.print(f" {run.tps:,.0f} tps")
                     results.setdefault((row.id, clients), Result(row, clients)).runs.append(run)
                 for row in ROTATION_ROWS:
@@ -840,12 +915,16 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                     before = writes_now(conn)
                     log.print(f"  rep {rep + 1}/{plan.reps}  {clients} clients  {row.id} ...",
                               end="")
+                    profiler.reset()
                     run = pgbench(bench_url, row.script, clients,
                                   {"base": rot_next, "per_client": per_client, "n": 0},
                                   transactions=per_client)
                     after = writes_now(conn)
+                    if rep == 0 and (prof := profiler.take(run.transactions)):
+                        profiles[f"{row.id}, {clients} clients"] = prof
                     run.writes = after[0] - before[0]
                     run.bridge_updates = (after[1] - before[1], after[2] - before[2])
+                    run.wal = tuple(a - b for a, b in zip(after[3:], before[3:], strict=True))
                     rot_next += plan.rotate_per_run
                     run.rotated = counter(
                         conn, "SELECT count(*) FROM auth.token_refresh_event "
@@ -855,16 +934,26 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                         warnings.append(f"{row.id} at {clients} clients: {run.rotated} of "
                                         f"{run.transactions} calls rotated a token")
                     results.setdefault((row.id, clients), Result(row, clients)).runs.append(run)
-            with step("settle: VACUUM, CHECKPOINT"):
+            # No CHECKPOINT between repetitions: after one, the first change of every page
+            # writes its full image to the WAL, and a checkpoint every minute of writes
+            # is not what a server that sustains them sees (checkpoint_timeout 5-30 min).
+            # The first repetition follows the load's CHECKPOINT, so its write rows show
+            # the cost right after one (the spread and wal_per_call_runs keep it).
+            with step("settle: VACUUM"):
                 conn.execute("VACUUM")
-                conn.execute("CHECKPOINT")
 
         batch = {}
         with step(f"batch: one call over {plan.n_due:,} of {due_count(conn):,} due tokens"):
+            profiler.reset()
             batch["batch"] = run_batch(conn, plan, job=False)
+            if prof := profiler.take(batch["batch"]["tokens_found"]):
+                profiles["batch (one call)"] = prof
         with step(f"batch job: CALL auth.refresh_expiring_tokens_job() over the other "
                   f"{due_count(conn):,}"):
+            profiler.reset()
             batch["batch_job"] = run_batch(conn, plan, job=True)
+            if prof := profiler.take(batch["batch_job"]["tokens_found"]):
+                profiles["batch job"] = prof
 
     order = [r.id for r in READ_ROWS + ROTATION_ROWS]
     rows = []
@@ -876,6 +965,11 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                                         results.get((DRIVER_ID, clients))))
     tgts = targets(rows, batch, plan, meta["postgres"]["settings"].get("fsync") == "off")
     render(rows, batch, size, tgts, plan, meta)
+    for name, prof in profiles.items():
+        render_profile(name, "token" if name.startswith("batch") else "rotation", prof)
+    if plan.profile:
+        out.print("[yellow]--profile:[/] pg_stat_statements tracks every nested statement, "
+                  "which slows every row; compare TPS from a run without --profile.")
     for w in warnings:
         out.print(f"[yellow]warning:[/] {w}")
     return {
@@ -899,6 +993,7 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
         "batch": batch,
         "sizes": size,
         "targets": tgts,
+        "profiles": profiles,
         "warnings": warnings,
     }
 
@@ -920,6 +1015,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="fsync and synchronous_commit on, as production runs (default: "
                              "fsync off, as in the tests): every commit that writes waits "
                              "for its WAL flush. With --database, the server must have both on")
+    parser.add_argument("--profile", action="store_true",
+                        help="pg_stat_statements (track = all) around the rotation rows and "
+                             "the batch: the cost of every statement they run, nested ones "
+                             "included (slows every row)")
     args = parser.parse_args(argv)
     if args.output is None:
         args.output = BENCH_DIR / ("results-fsync.json" if args.fsync else "results.json")
@@ -943,6 +1042,12 @@ def main(argv: list[str] | None = None) -> int:
             # start_cluster passes -F (fsync off); a later -c wins.
             extra += (" -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
                       if args.fsync else " -c synchronous_commit=on")
+            if args.profile:
+                preload = ["pg_stat_statements"]
+                if (PG_BIN.parent / "lib" / "pg_cron.so").exists():
+                    preload.insert(0, "pg_cron")  # start_cluster's, which this replaces
+                extra += (f" -c shared_preload_libraries={','.join(preload)} "
+                          "-c pg_stat_statements.track=all -c pg_stat_statements.max=5000")
             with step(f"start embedded cluster ({extra})"):
                 pg = start_cluster(extra_args=extra)
                 with psycopg.connect(pg.url(database="postgres"), autocommit=True) as c:
@@ -957,6 +1062,12 @@ def main(argv: list[str] | None = None) -> int:
                             "pgbench_connection": "unix socket"}
         with psycopg.connect(url, autocommit=True) as c:
             fsync, sync = (counter(c, "SHOW fsync"), counter(c, "SHOW synchronous_commit"))
+            profiling = c.execute(
+                "SELECT count(*) FROM pg_settings WHERE name = 'pg_stat_statements.track' "
+                "AND setting = 'all'").fetchone()[0]
+        if args.profile and not profiling:
+            sys.exit("error: --profile needs pg_stat_statements loaded with "
+                     "pg_stat_statements.track = all")
         if args.fsync and (fsync, sync) != ("on", "on"):
             sys.exit(f"error: --fsync needs fsync and synchronous_commit on; the server has "
                      f"fsync={fsync}, synchronous_commit={sync}")
@@ -967,6 +1078,10 @@ def main(argv: list[str] | None = None) -> int:
         if pg is not None:
             pg.stop()
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    # Other work on the machine moves every figure: say how loaded it was.
+    result["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    log.print(f"load average at the start {result['machine']['loadavg_at_start']}, "
+              f"at the end {result['machine']['loadavg_at_end']}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     log.print(f"wrote {args.output} ({result['elapsed_s']} s)")
