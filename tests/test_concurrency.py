@@ -76,25 +76,41 @@ def test_reuse_revocation_is_committed_although_the_call_fails(conn, db_url):
     assert events == 1
 
 
-def test_a_refresh_that_fails_leaves_the_token_valid_with_refresh_failed(conn, db_url):
+def test_a_locked_row_leaves_the_token_valid_with_refresh_busy(conn, db_url):
     token = make_token(conn, "3 days", user="locked")
     with psycopg.connect(db_url) as holder:  # a transaction holding the row lock
         holder.execute("SELECT 1 FROM auth.api_token_bridge AS b"
                        " WHERE b.token_hash = sha256(convert_to(%s, 'UTF8')) FOR UPDATE", (token,))
         with psycopg.connect(db_url, autocommit=True) as caller:
-            caller.execute("SET lock_timeout = '200ms'")
             row = caller.execute(
                 "SELECT is_valid, was_refreshed, new_token, refresh_reason, message"
                 " FROM auth.validate_and_refresh_api_token(%s)", (token,)
             ).fetchone()
         holder.rollback()
     assert row[0] is True and row[1] is False and row[2] is None
-    assert row[3] == "REFRESH_FAILED"
-    assert "lock timeout" in row[4]
+    assert row[3] == "REFRESH_BUSY"
+    assert "locked by another transaction" in row[4]
+    assert conn.execute("SELECT count(*) FROM auth.token_refresh_event WHERE outcome = 'FAILED'"
+                        ).fetchone()[0] == 0
+    assert successors(conn, token) == 0
+
+
+def test_a_refresh_that_fails_leaves_the_token_valid_with_refresh_failed(conn):
+    token = make_token(conn, "3 days", user="failing")
+    # Any error inside the refresh: here the rotation's own event row is refused.
+    conn.execute("ALTER TABLE auth.token_refresh_event ADD CONSTRAINT test_no_rotation"
+                 " CHECK (outcome <> 'ROTATED') NOT VALID")
+    try:
+        row = conn.execute("SELECT is_valid, was_refreshed, new_token, refresh_reason, message"
+                           " FROM auth.validate_and_refresh_api_token(%s)", (token,)).fetchone()
+    finally:
+        conn.execute("ALTER TABLE auth.token_refresh_event DROP CONSTRAINT test_no_rotation")
+    assert row[:4] == (True, False, None, "REFRESH_FAILED")
+    assert "test_no_rotation" in row[4]
     failed = conn.execute(
         "SELECT detail->>'sqlstate' FROM auth.token_refresh_event WHERE outcome = 'FAILED'"
     ).fetchall()
-    assert failed == [("55P03",)]
+    assert failed == [("23514",)]
     assert successors(conn, token) == 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import timedelta
 
 import psycopg
@@ -215,7 +214,8 @@ def fz(db_url):
                 "SELECT new_token FROM auth.validate_and_refresh_api_token(%s)",
                 (reused,)).fetchone()[0]
             setup.execute("SELECT * FROM auth.validate_production_api_token(%s)", (successor,))
-            time.sleep(1.2)
+            # The test clock: 'expired' past its second, 'reused' past its grace.
+            setup.execute("SELECT tests.advance_clock('2 seconds')")
             made += [expired, reused, successor]
             assert all(TOKEN_RE.match(t) for t in made)
             REAL[:] = made
@@ -378,12 +378,14 @@ def test_refresh_expiring_tokens_batch(fz, threshold, batch_size, max_tokens, dr
     row = out.rows[0]
     counts = row["details"]["counts"]
     assert row["tokens_found"] == counts["extended"] + counts["enqueued"] + counts["failed"]
-    assert row["tokens_failed"] == counts["failed"] == 0, "no token of the pool is at its cap"
+    # Failures are tokens at their family's cap (other examples change the policies).
+    assert row["tokens_failed"] == counts["failed"]
     assert max_tokens is None or row["tokens_found"] <= max_tokens
     assert "token_hash" not in json.dumps(row["details"])
     added = {k: out.counts_after[k] - out.counts_before[k] for k in out.counts_after}
     if dry_run:
-        assert row["tokens_refreshed"] == 0 and row["details"]["batches"] == 0
+        # The dry run is the real run rolled back: it reports the batches it would take.
+        assert row["tokens_refreshed"] == 0
         assert {k: v for k, v in added.items() if v} == {"token_refresh_batch_run": 1}
         if out.snap_before is not None:
             def strip(snap: str) -> list[str]:

@@ -30,15 +30,14 @@ BEGIN
            pg_catalog.array_agg(x.new_expires_at),
            pg_catalog.array_agg(x.new_expires_at > b.expires_at),
            -- as auth._refresh_after: never again once the new expiry reaches the cap
-           pg_catalog.array_agg(CASE
-               WHEN b.family_started_at + p.max_lifetime <= x.new_expires_at THEN 'infinity'
-               ELSE x.new_expires_at - p.refresh_threshold END)
+           pg_catalog.array_agg(auth._refresh_point(x.new_expires_at, b.family_started_at,
+                                                    p.max_lifetime, p.refresh_threshold))
     INTO v_hash, v_hk, v_tenant, v_old, v_new, v_extended, v_after
     FROM auth.api_token_bridge AS b
     INNER JOIN auth.token_refresh_policy AS p ON b.token_type = p.token_type
     CROSS JOIN LATERAL (
-        SELECT greatest(least(v_now + p.time_to_live, b.family_started_at + p.max_lifetime),
-                        b.expires_at) AS new_expires_at
+        SELECT auth._capped_expiry(v_now, p.time_to_live, b.family_started_at, p.max_lifetime,
+                                   b.expires_at) AS new_expires_at
     ) AS x
     WHERE b.token_hash = ANY(p_hashes);
     IF v_hash IS NULL THEN

@@ -13,10 +13,8 @@ STABLE
 AS $$
 BEGIN
     RETURN (
-        SELECT CASE
-            WHEN p_family_started_at + p.max_lifetime <= p_expires_at THEN 'infinity'::timestamptz
-            ELSE p_expires_at - p.refresh_threshold
-        END
+        SELECT auth._refresh_point(p_expires_at, p_family_started_at, p.max_lifetime,
+                                   p.refresh_threshold)
         FROM auth.token_refresh_policy AS p
         WHERE p.token_type = p_token_type
     );

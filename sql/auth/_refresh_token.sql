@@ -34,13 +34,12 @@ BEGIN
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = v_hash
     FOR UPDATE;
-    IF NOT FOUND THEN
-        IF auth._spent_token_reuse(v_hash, v_source) THEN
-            o_refresh_reason := 'REUSE_DETECTED';
-            o_message := 'Token was rotated and its grace window has ended';
-        ELSE
-            o_refresh_reason := 'TOKEN_INVALID';
-            o_message := 'Token not found';
+    IF NOT FOUND OR v_token.is_revoked OR v_now >= v_token.valid_until THEN
+        SELECT r.o_reason, r.o_message INTO o_refresh_reason, o_message
+        FROM auth._refusal(p_token, v_token, v_source) AS r;
+        IF o_refresh_reason = 'TOKEN_INVALID' AND v_token.token_hash IS NOT NULL THEN
+            PERFORM auth._log_refresh_event(v_token, p_trigger, 'REJECTED', o_refresh_reason,
+                                            p_detail => pg_catalog.jsonb_build_object('message', o_message));
         END IF;
         RETURN;
     END IF;
@@ -48,34 +47,8 @@ BEGIN
     FROM auth.token_refresh_policy AS p
     WHERE p.token_type = v_token.token_type;
 
-    IF v_token.is_revoked THEN
-        o_refresh_reason := 'TOKEN_INVALID';
-        o_message := 'Token has been revoked';
-    ELSIF v_now >= v_token.valid_until THEN
-        IF v_token.successor_hk IS NOT NULL AND v_token.valid_until < v_token.expires_at THEN
-            PERFORM auth._handle_token_reuse(
-                v_token.api_token_hk, v_token.family_hk, v_token.tenant_hk,
-                v_token.token_type, v_source
-            );
-            o_refresh_reason := 'REUSE_DETECTED';
-            o_message := 'Token was rotated and its grace window has ended';
-        ELSE
-            o_refresh_reason := 'TOKEN_INVALID';
-            o_message := 'Token has expired';
-        END IF;
-    END IF;
-    IF o_refresh_reason IS NOT NULL THEN
-        IF o_refresh_reason = 'TOKEN_INVALID' THEN
-            PERFORM auth._log_refresh_event(v_token, p_trigger, 'REJECTED', o_refresh_reason,
-                                            p_detail => pg_catalog.jsonb_build_object('message', o_message));
-        END IF;
-        RETURN;
-    END IF;
-
     IF v_token.successor_secret IS NOT NULL THEN
-        o_new_token := pg_catalog.convert_from(
-            extensions.decrypt(v_token.successor_secret, auth._successor_key(p_token), 'aes'), 'UTF8'
-        );
+        o_new_token := auth._successor_token(v_token.successor_secret, p_token);
         SELECT b.expires_at INTO STRICT o_expires_at
         FROM auth.api_token_bridge AS b
         WHERE b.api_token_hk = v_token.successor_hk;
@@ -126,10 +99,9 @@ BEGIN
         RETURN;
     END IF;
     -- Never shorten a token's life; never pass the family's maximum lifetime.
-    v_new_expires_at := greatest(
-        least(v_now + v_policy.time_to_live, v_token.family_started_at + v_policy.max_lifetime),
-        v_token.expires_at
-    );
+    v_new_expires_at := auth._capped_expiry(v_now, v_policy.time_to_live,
+                                            v_token.family_started_at, v_policy.max_lifetime,
+                                            v_token.expires_at);
     IF v_policy.strategy = 'EXTEND' AND v_new_expires_at = v_token.expires_at THEN
         o_refresh_reason := 'NO_REFRESH_NEEDED';
         o_expires_at := v_token.expires_at;

@@ -31,8 +31,7 @@ BEGIN
     is_valid := FALSE;
     refresh_recommended := FALSE;
     refresh_reason := 'TOKEN_INVALID';
-    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
-       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+    IF NOT auth._is_token_shaped(p_token) THEN
         message := 'Token format is invalid';
         recommendation_reason := 'Not a pyvault token';
         RETURN NEXT;

@@ -25,8 +25,7 @@ DECLARE
     v_deferred boolean := FALSE;
 BEGIN
     success := FALSE;
-    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
-       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+    IF NOT auth._is_token_shaped(p_token) THEN
         refresh_reason := 'TOKEN_INVALID';
         message := 'Token format is invalid';
     ELSIF p_threshold_days < 0 OR p_threshold_days > 3650 THEN

@@ -11,8 +11,7 @@ DECLARE
     v_token auth.api_token_bridge;
     v_count integer;
 BEGIN
-    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
-       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+    IF NOT auth._is_token_shaped(p_token) THEN
         RETURN FALSE;
     END IF;
     SELECT b.* INTO v_token

@@ -31,8 +31,7 @@ BEGIN
     is_valid := FALSE;
     was_refreshed := FALSE;
     refresh_reason := 'TOKEN_INVALID';
-    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
-       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+    IF NOT auth._is_token_shaped(p_token) THEN
         message := 'Token format is invalid';
         RETURN NEXT;
         RETURN;
@@ -45,31 +44,9 @@ BEGIN
     SELECT b.* INTO v_token
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
-    IF NOT FOUND THEN
-        IF auth._spent_token_reuse(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')),
-                                   'pyvault:validate') THEN
-            refresh_reason := 'REUSE_DETECTED';
-            message := 'Token was rotated and its grace window has ended';
-        ELSE
-            message := 'Token not found';
-        END IF;
-        RETURN NEXT;
-        RETURN;
-    ELSIF v_token.is_revoked THEN
-        message := 'Token has been revoked';
-        RETURN NEXT;
-        RETURN;
-    ELSIF pg_catalog.now() >= v_token.valid_until THEN
-        IF v_token.successor_hk IS NOT NULL AND v_token.valid_until < v_token.expires_at THEN
-            PERFORM auth._handle_token_reuse(
-                v_token.api_token_hk, v_token.family_hk, v_token.tenant_hk,
-                v_token.token_type, 'pyvault:validate'
-            );
-            refresh_reason := 'REUSE_DETECTED';
-            message := 'Token was rotated and its grace window has ended';
-        ELSE
-            message := 'Token has expired';
-        END IF;
+    IF NOT FOUND OR v_token.is_revoked OR pg_catalog.now() >= v_token.valid_until THEN
+        SELECT r.o_reason, r.o_message INTO refresh_reason, message
+        FROM auth._refusal(p_token, v_token, 'pyvault:validate') AS r;
         RETURN NEXT;
         RETURN;
     ELSIF NOT p_required_scope = ANY(v_token.scope) THEN
@@ -97,9 +74,7 @@ BEGIN
 
     IF v_token.successor_secret IS NOT NULL THEN
         -- Rotated already and still in grace: hand out the same successor again.
-        new_token := pg_catalog.convert_from(
-            extensions.decrypt(v_token.successor_secret, auth._successor_key(p_token), 'aes'), 'UTF8'
-        );
+        new_token := auth._successor_token(v_token.successor_secret, p_token);
         SELECT b.expires_at INTO expires_at
         FROM auth.api_token_bridge AS b
         WHERE b.api_token_hk = v_token.successor_hk;

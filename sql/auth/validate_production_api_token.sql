@@ -20,8 +20,7 @@ DECLARE
     v_token auth.api_token_bridge;
 BEGIN
     is_valid := FALSE;
-    IF p_token IS NULL OR pg_catalog.octet_length(p_token) <> 73
-       OR pg_catalog.left(p_token, 9) <> 'ovt_prod_' THEN
+    IF NOT auth._is_token_shaped(p_token) THEN
         message := 'Token format is invalid';
         RETURN NEXT;
         RETURN;
@@ -34,25 +33,8 @@ BEGIN
     SELECT b.* INTO v_token
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
-    IF NOT FOUND THEN
-        message := CASE
-            WHEN auth._spent_token_reuse(pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8')),
-                                         'pyvault:validate')
-                THEN 'Token was rotated and its grace window has ended'
-            ELSE 'Token not found'
-        END;
-    ELSIF v_token.is_revoked THEN
-        message := 'Token has been revoked';
-    ELSIF pg_catalog.now() >= v_token.valid_until THEN
-        IF v_token.successor_hk IS NOT NULL AND v_token.valid_until < v_token.expires_at THEN
-            PERFORM auth._handle_token_reuse(
-                v_token.api_token_hk, v_token.family_hk, v_token.tenant_hk,
-                v_token.token_type, 'pyvault:validate'
-            );
-            message := 'Token was rotated and its grace window has ended';
-        ELSE
-            message := 'Token has expired';
-        END IF;
+    IF NOT FOUND OR v_token.is_revoked OR pg_catalog.now() >= v_token.valid_until THEN
+        SELECT r.o_message INTO message FROM auth._refusal(p_token, v_token, 'pyvault:validate') AS r;
     ELSIF NOT p_required_scope = ANY(v_token.scope) THEN
         message := 'Token lacks the required scope';
     ELSE
