@@ -4,7 +4,6 @@
 -- refresh point becomes 'infinity' and a REJECTED event says MAX_LIFETIME_REACHED. One
 -- whose expiry would not move (asked again too soon) keeps its refresh point: NOT_NEEDED.
 -- Set-based (arrays, no temp table), so the batch job extends a batch in a few statements.
-DROP FUNCTION IF EXISTS auth._extend_tokens(bytea[], text, text);
 CREATE OR REPLACE FUNCTION auth._extend_tokens(
     p_hashes bytea[],
     p_trigger text,

@@ -10,7 +10,6 @@
 -- writes run in a subtransaction (p_guarded) and a row changed since the snapshot means
 -- nothing is recorded now. SERIALIZABLE callers record nothing: a write could fail their
 -- commit. READ COMMITTED, the middlewares' level, pays for neither.
-DROP FUNCTION IF EXISTS auth._record_token_use(bytea, bytea, bytea, text, bytea);
 CREATE OR REPLACE FUNCTION auth._record_token_use(
     p_token_hash bytea,
     p_api_token_hk bytea,

@@ -3,7 +3,6 @@
 -- kept for the predecessor and returns it (ALREADY_REFRESHED), so one token never gets
 -- two successors and every caller gets the same new token.
 -- p_force_limited: the caller is not an admin, so a force obeys force_min_interval.
-DROP FUNCTION IF EXISTS auth._refresh_token(text, interval, boolean, text);
 CREATE OR REPLACE FUNCTION auth._refresh_token(
     p_token text,
     p_threshold interval,

@@ -3,7 +3,6 @@
 -- p_trigger lets the refresher service label its calls SERVICE in the event log.
 -- A login that is not the admin role (pyvault_admin) may force a token's refresh at most once per the
 -- policy's force_min_interval (FORCE_RATE_LIMITED otherwise, and nothing is written).
-DROP FUNCTION IF EXISTS auth.refresh_production_token_enhanced(text, integer, boolean);
 CREATE OR REPLACE FUNCTION auth.refresh_production_token_enhanced(
     p_token text,
     p_threshold_days integer DEFAULT NULL,

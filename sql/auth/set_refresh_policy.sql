@@ -1,8 +1,5 @@
 -- Change the refresh policy of a token type; arguments left NULL keep their value.
 -- Live tokens of that type get their refresh point recomputed in the same transaction.
-DROP FUNCTION IF EXISTS auth.set_refresh_policy(
-    text, text, interval, interval, interval, interval, text, interval, boolean
-);
 CREATE OR REPLACE FUNCTION auth.set_refresh_policy(
     p_token_type text,
     p_strategy text DEFAULT NULL,
