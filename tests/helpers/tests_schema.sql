@@ -110,8 +110,8 @@ BEGIN
 END;
 $$;
 
--- Bulk-create tokens without keeping their secrets (for batch tests): the same rows
--- auth._issue_token writes, set-based. Returns how many were made.
+-- Bulk-create tokens without keeping their secrets (for batch tests), through
+-- auth._issue_token itself: the rows a token is issued with are defined once.
 CREATE OR REPLACE FUNCTION tests.bulk_tokens(
     p_count integer,
     p_token_type text,
@@ -124,27 +124,10 @@ DECLARE
     v_tenant bytea := auth.register_tenant('bulk');
     v_user bytea := auth.register_user(v_tenant, p_user);
 BEGIN
-    CREATE TEMP TABLE bulk_new ON COMMIT DROP AS
-    SELECT sha256(convert_to(k.bk, 'UTF8')) AS hk, k.bk,
-           sha256(convert_to(gen_random_uuid()::text || k.bk, 'UTF8')) AS token_hash
-    FROM (SELECT 'tok_bulk_' || gen_random_uuid()::text AS bk FROM generate_series(1, p_count)) AS k;
-    INSERT INTO auth.api_token_h (api_token_hk, api_token_bk, tenant_hk, record_source)
-    SELECT hk, bk, v_tenant, 'tests:bulk' FROM bulk_new;
-    INSERT INTO auth.user_token_l (link_user_token_hk, user_hk, api_token_hk, tenant_hk, record_source)
-    SELECT sha256(v_user || hk), v_user, hk, v_tenant, 'tests:bulk' FROM bulk_new;
-    INSERT INTO auth.api_token_s (api_token_hk, hash_diff, token_hash, token_type, scope, expires_at, record_source)
-    SELECT hk, auth._token_hash_diff(token_hash, p_token_type, '{api:read}', now() + p_expires_in, false, NULL),
-           token_hash, p_token_type, '{api:read}', now() + p_expires_in, 'tests:bulk'
-    FROM bulk_new;
-    INSERT INTO auth.api_token_bridge (
-        token_hash, api_token_hk, user_hk, tenant_hk, token_type, scope, issued_at, expires_at,
-        valid_until, refresh_after, family_hk, family_started_at
-    )
-    SELECT token_hash, hk, v_user, v_tenant, p_token_type, '{api:read}', now(), now() + p_expires_in,
-           now() + p_expires_in, auth._refresh_after(p_token_type, now() + p_expires_in, now()),
-           hk, now()
-    FROM bulk_new;
-    DROP TABLE bulk_new;
+    FOR i IN 1..p_count LOOP
+        PERFORM auth._issue_token(v_user, v_tenant, '{api:read}', p_token_type,
+                                  now() + p_expires_in, 'tests:bulk');
+    END LOOP;
     RETURN p_count;
 END;
 $$;
