@@ -136,7 +136,7 @@ def _no_row(sql: str) -> RuntimeError:
     return RuntimeError(f"auth.{name} returned no row")
 
 
-def _one(conn: psycopg.Connection, sql: str, params: Params) -> Row:
+def _one(conn: psycopg.Connection[Any], sql: str, params: Params) -> Row:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params)
         row = cur.fetchone()
@@ -145,13 +145,13 @@ def _one(conn: psycopg.Connection, sql: str, params: Params) -> Row:
     return row
 
 
-def _all(conn: psycopg.Connection, sql: str, params: Params) -> list[Row]:
+def _all(conn: psycopg.Connection[Any], sql: str, params: Params) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params)
         return cur.fetchall()
 
 
-async def _one_async(conn: psycopg.AsyncConnection, sql: str, params: Params) -> Row:
+async def _one_async(conn: psycopg.AsyncConnection[Any], sql: str, params: Params) -> Row:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         row = await cur.fetchone()
@@ -160,7 +160,7 @@ async def _one_async(conn: psycopg.AsyncConnection, sql: str, params: Params) ->
     return row
 
 
-async def _all_async(conn: psycopg.AsyncConnection, sql: str, params: Params) -> list[Row]:
+async def _all_async(conn: psycopg.AsyncConnection[Any], sql: str, params: Params) -> list[Row]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         return await cur.fetchall()
@@ -192,86 +192,87 @@ def _policy_params(token_type: str, changes: dict[str, Any]) -> Params:
 
 # -- sync ---------------------------------------------------------------------------------
 
-def register_user(conn: psycopg.Connection, tenant: str, user: str) -> Row:
+def register_user(conn: psycopg.Connection[Any], tenant: str, user: str) -> Row:
     """Register (idempotently) a tenant and a user by name; returns both hash keys."""
     return _one(conn, REGISTER_USER_SQL, {"tenant": tenant, "user": user})
 
 
-def issue(conn: psycopg.Connection, user_hk: bytes, tenant_hk: bytes, *,
+def issue(conn: psycopg.Connection[Any], user_hk: bytes, tenant_hk: bytes, *,
           scope: list[str] | None = None, token_type: str = "PRODUCTION",
           expires_in: str | None = None) -> Row:
     return _one(conn, ISSUE_SQL, _issue_params(user_hk, tenant_hk, scope, token_type,
                                                expires_in))
 
 
-def validate(conn: psycopg.Connection, token: str, scope: str = "api:read") -> Row:
+def validate(conn: psycopg.Connection[Any], token: str, scope: str = "api:read") -> Row:
     return _one(conn, VALIDATE_SQL, {"token": token, "scope": scope})
 
 
-def validate_and_refresh(conn: psycopg.Connection, token: str, scope: str = "api:read") -> Row:
+def validate_and_refresh(conn: psycopg.Connection[Any], token: str, scope: str = "api:read") -> Row:
     return _one(conn, VALIDATE_AND_REFRESH_SQL, {"token": token, "scope": scope})
 
 
-def refresh(conn: psycopg.Connection, token: str, *, threshold_days: int | None = None,
+def refresh(conn: psycopg.Connection[Any], token: str, *, threshold_days: int | None = None,
             force: bool = False, trigger: str | None = None) -> Row:
     return _one(conn, REFRESH_SQL,
                 {"token": token, "days": threshold_days, "force": force, "trigger": trigger})
 
 
-def status(conn: psycopg.Connection, token: str) -> Row:
+def status(conn: psycopg.Connection[Any], token: str) -> Row:
     return _one(conn, STATUS_SQL, {"token": token})
 
 
-def record_refresher_heartbeat(conn: psycopg.Connection, instance: str,
+def record_refresher_heartbeat(conn: psycopg.Connection[Any], instance: str,
                                tokens: list[str]) -> int:
     """The refresher's heartbeat; returns how many of ``tokens`` the database knows."""
     return int(_one(conn, HEARTBEAT_SQL, {"instance": instance, "tokens": tokens})["known"])
 
 
-def refresh_batch(conn: psycopg.Connection, *, batch_size: int = 1000,
+def refresh_batch(conn: psycopg.Connection[Any], *, batch_size: int = 1000,
                   max_tokens: int | None = None, threshold_days: int | None = None,
                   dry_run: bool = False) -> Row:
     return _one(conn, REFRESH_BATCH_SQL,
                 _batch_params(batch_size, max_tokens, threshold_days, dry_run))
 
 
-def prune_history_batch(conn: psycopg.Connection, *, batch_size: int = 1000) -> Row:
+def prune_history_batch(conn: psycopg.Connection[Any], *, batch_size: int = 1000) -> Row:
     """One committed-by-the-caller batch of lifecycle pruning (spent tokens, dead
     families, history past its retention)."""
     return _one(conn, PRUNE_BATCH_SQL, {"size": batch_size})
 
 
-def cron_jobs(conn: psycopg.Connection, schedule: str, job_name: str) -> list[Row]:
+def cron_jobs(conn: psycopg.Connection[Any], schedule: str, job_name: str) -> list[Row]:
     return _all(conn, CRON_JOBS_SQL, {"schedule": schedule, "name": job_name})
 
 
-def schedule(conn: psycopg.Connection, schedule: str = "0 */6 * * *",
+def schedule(conn: psycopg.Connection[Any], schedule: str = "0 */6 * * *",
              job_name: str = "token-refresh-check") -> int:
     """Schedule the batch job with pg_cron; returns the job id. Raises
     ``psycopg.errors.FeatureNotSupported`` where pg_cron is not in this database."""
     return int(_one(conn, SCHEDULE_SQL, {"schedule": schedule, "name": job_name})["job_id"])
 
 
-def unschedule(conn: psycopg.Connection, job_name: str = "token-refresh-check") -> bool:
+def unschedule(conn: psycopg.Connection[Any], job_name: str = "token-refresh-check") -> bool:
     return bool(_one(conn, UNSCHEDULE_SQL, {"name": job_name})["removed"])
 
 
-def revoke(conn: psycopg.Connection, token: str, reason: str = "revoked by administrator") -> bool:
+def revoke(conn: psycopg.Connection[Any], token: str,
+           reason: str = "revoked by administrator") -> bool:
     return bool(_one(conn, REVOKE_SQL, {"token": token, "reason": reason})["revoked"])
 
 
-def diagnose(conn: psycopg.Connection, token: str, *, apply: bool = False) -> list[Row]:
+def diagnose(conn: psycopg.Connection[Any], token: str, *, apply: bool = False) -> list[Row]:
     return _all(conn, DIAGNOSE_SQL, {"token": token, "apply": apply})
 
 
-def set_refresh_policy(conn: psycopg.Connection, token_type: str, **changes: Any) -> Any:
+def set_refresh_policy(conn: psycopg.Connection[Any], token_type: str, **changes: Any) -> Any:
     """Change a token type's refresh policy (``grace_period="30 seconds"``,
     ``reuse_action="REJECT"``, ...); settings not given keep their value. Returns the
     policy as a dict."""
     return _one(conn, SET_REFRESH_POLICY_SQL, _policy_params(token_type, changes))["policy"]
 
 
-def refresh_metrics(conn: psycopg.Connection, *, days: int | None = None,
+def refresh_metrics(conn: psycopg.Connection[Any], *, days: int | None = None,
                     by_hour: bool = False) -> list[Row]:
     """Refresh attempts by trigger, outcome and reason (``auth.refresh_metrics_hourly``):
     summed over all hours, or per hour with ``by_hour``; the last ``days`` days only when
@@ -279,22 +280,22 @@ def refresh_metrics(conn: psycopg.Connection, *, days: int | None = None,
     return _all(conn, REFRESH_METRICS_SQL, {"days": days, "by_hour": by_hour})
 
 
-def expiry_forecast(conn: psycopg.Connection) -> list[Row]:
+def expiry_forecast(conn: psycopg.Connection[Any]) -> list[Row]:
     """``auth.token_expiry_forecast``: the next 30 days, one row per day."""
     return _all(conn, EXPIRY_FORECAST_SQL, {})
 
 
-def tenant_usage(conn: psycopg.Connection) -> list[Row]:
+def tenant_usage(conn: psycopg.Connection[Any]) -> list[Row]:
     """``auth.tenant_usage_patterns``, busiest tenant first."""
     return _all(conn, TENANT_USAGE_SQL, {})
 
 
-def open_alerts(conn: psycopg.Connection) -> list[Row]:
+def open_alerts(conn: psycopg.Connection[Any]) -> list[Row]:
     """``auth.refresh_alerts``: the open alerts, critical first."""
     return _all(conn, OPEN_ALERTS_SQL, {})
 
 
-def last_batch_run(conn: psycopg.Connection) -> Row | None:
+def last_batch_run(conn: psycopg.Connection[Any]) -> Row | None:
     """The last batch run that was neither skipped nor a dry run (``auth.refresh_batch_runs``),
     or None when there was none."""
     rows = _all(conn, LAST_BATCH_RUN_SQL, {})
@@ -303,106 +304,106 @@ def last_batch_run(conn: psycopg.Connection) -> Row | None:
 
 # -- async twins: the same SQL and parameters on a psycopg.AsyncConnection ------------------
 
-async def register_user_async(conn: psycopg.AsyncConnection, tenant: str, user: str) -> Row:
+async def register_user_async(conn: psycopg.AsyncConnection[Any], tenant: str, user: str) -> Row:
     return await _one_async(conn, REGISTER_USER_SQL, {"tenant": tenant, "user": user})
 
 
-async def issue_async(conn: psycopg.AsyncConnection, user_hk: bytes, tenant_hk: bytes, *,
+async def issue_async(conn: psycopg.AsyncConnection[Any], user_hk: bytes, tenant_hk: bytes, *,
                       scope: list[str] | None = None, token_type: str = "PRODUCTION",
                       expires_in: str | None = None) -> Row:
     return await _one_async(conn, ISSUE_SQL, _issue_params(user_hk, tenant_hk, scope,
                                                            token_type, expires_in))
 
 
-async def validate_async(conn: psycopg.AsyncConnection, token: str,
+async def validate_async(conn: psycopg.AsyncConnection[Any], token: str,
                          scope: str = "api:read") -> Row:
     return await _one_async(conn, VALIDATE_SQL, {"token": token, "scope": scope})
 
 
-async def validate_and_refresh_async(conn: psycopg.AsyncConnection, token: str,
+async def validate_and_refresh_async(conn: psycopg.AsyncConnection[Any], token: str,
                                      scope: str = "api:read") -> Row:
     return await _one_async(conn, VALIDATE_AND_REFRESH_SQL, {"token": token, "scope": scope})
 
 
-async def refresh_async(conn: psycopg.AsyncConnection, token: str, *,
+async def refresh_async(conn: psycopg.AsyncConnection[Any], token: str, *,
                         threshold_days: int | None = None, force: bool = False,
                         trigger: str | None = None) -> Row:
     return await _one_async(conn, REFRESH_SQL, {"token": token, "days": threshold_days,
                                                 "force": force, "trigger": trigger})
 
 
-async def status_async(conn: psycopg.AsyncConnection, token: str) -> Row:
+async def status_async(conn: psycopg.AsyncConnection[Any], token: str) -> Row:
     return await _one_async(conn, STATUS_SQL, {"token": token})
 
 
-async def record_refresher_heartbeat_async(conn: psycopg.AsyncConnection, instance: str,
+async def record_refresher_heartbeat_async(conn: psycopg.AsyncConnection[Any], instance: str,
                                            tokens: list[str]) -> int:
     row = await _one_async(conn, HEARTBEAT_SQL, {"instance": instance, "tokens": tokens})
     return int(row["known"])
 
 
-async def refresh_batch_async(conn: psycopg.AsyncConnection, *, batch_size: int = 1000,
+async def refresh_batch_async(conn: psycopg.AsyncConnection[Any], *, batch_size: int = 1000,
                               max_tokens: int | None = None, threshold_days: int | None = None,
                               dry_run: bool = False) -> Row:
     return await _one_async(conn, REFRESH_BATCH_SQL,
                             _batch_params(batch_size, max_tokens, threshold_days, dry_run))
 
 
-async def prune_history_batch_async(conn: psycopg.AsyncConnection, *,
+async def prune_history_batch_async(conn: psycopg.AsyncConnection[Any], *,
                                     batch_size: int = 1000) -> Row:
     return await _one_async(conn, PRUNE_BATCH_SQL, {"size": batch_size})
 
 
-async def cron_jobs_async(conn: psycopg.AsyncConnection, schedule: str,
+async def cron_jobs_async(conn: psycopg.AsyncConnection[Any], schedule: str,
                           job_name: str) -> list[Row]:
     return await _all_async(conn, CRON_JOBS_SQL, {"schedule": schedule, "name": job_name})
 
 
-async def schedule_async(conn: psycopg.AsyncConnection, schedule: str = "0 */6 * * *",
+async def schedule_async(conn: psycopg.AsyncConnection[Any], schedule: str = "0 */6 * * *",
                          job_name: str = "token-refresh-check") -> int:
     row = await _one_async(conn, SCHEDULE_SQL, {"schedule": schedule, "name": job_name})
     return int(row["job_id"])
 
 
-async def unschedule_async(conn: psycopg.AsyncConnection,
+async def unschedule_async(conn: psycopg.AsyncConnection[Any],
                            job_name: str = "token-refresh-check") -> bool:
     return bool((await _one_async(conn, UNSCHEDULE_SQL, {"name": job_name}))["removed"])
 
 
-async def revoke_async(conn: psycopg.AsyncConnection, token: str,
+async def revoke_async(conn: psycopg.AsyncConnection[Any], token: str,
                        reason: str = "revoked by administrator") -> bool:
     row = await _one_async(conn, REVOKE_SQL, {"token": token, "reason": reason})
     return bool(row["revoked"])
 
 
-async def diagnose_async(conn: psycopg.AsyncConnection, token: str, *,
+async def diagnose_async(conn: psycopg.AsyncConnection[Any], token: str, *,
                          apply: bool = False) -> list[Row]:
     return await _all_async(conn, DIAGNOSE_SQL, {"token": token, "apply": apply})
 
 
-async def set_refresh_policy_async(conn: psycopg.AsyncConnection, token_type: str,
+async def set_refresh_policy_async(conn: psycopg.AsyncConnection[Any], token_type: str,
                                    **changes: Any) -> Any:
     row = await _one_async(conn, SET_REFRESH_POLICY_SQL, _policy_params(token_type, changes))
     return row["policy"]
 
 
-async def refresh_metrics_async(conn: psycopg.AsyncConnection, *, days: int | None = None,
+async def refresh_metrics_async(conn: psycopg.AsyncConnection[Any], *, days: int | None = None,
                                 by_hour: bool = False) -> list[Row]:
     return await _all_async(conn, REFRESH_METRICS_SQL, {"days": days, "by_hour": by_hour})
 
 
-async def expiry_forecast_async(conn: psycopg.AsyncConnection) -> list[Row]:
+async def expiry_forecast_async(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
     return await _all_async(conn, EXPIRY_FORECAST_SQL, {})
 
 
-async def tenant_usage_async(conn: psycopg.AsyncConnection) -> list[Row]:
+async def tenant_usage_async(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
     return await _all_async(conn, TENANT_USAGE_SQL, {})
 
 
-async def open_alerts_async(conn: psycopg.AsyncConnection) -> list[Row]:
+async def open_alerts_async(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
     return await _all_async(conn, OPEN_ALERTS_SQL, {})
 
 
-async def last_batch_run_async(conn: psycopg.AsyncConnection) -> Row | None:
+async def last_batch_run_async(conn: psycopg.AsyncConnection[Any]) -> Row | None:
     rows = await _all_async(conn, LAST_BATCH_RUN_SQL, {})
     return rows[0] if rows else None

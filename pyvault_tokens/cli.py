@@ -8,6 +8,8 @@ configuration, 3 the database is unavailable; ``alerts`` follows the Nagios conv
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import click
 import psycopg
@@ -15,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pyvault_tokens import api, errors
-from pyvault_tokens.display import token_prefix, ttl_to_interval
+from pyvault_tokens.db import scalar
+from pyvault_tokens.display import (
+    looks_like_token,
+    print_diagnosis,
+    token_prefix,
+    ttl_to_interval,
+)
 from pyvault_tokens.migrate import MigrateRefused
 from pyvault_tokens.migrate import migrate as run_migrate
 from pyvault_tokens.store import TokenStoreError
@@ -50,22 +58,22 @@ def _one_line_usage(exc: click.UsageError) -> click.UsageError:
     """Click's usage error as one line (no usage block), pointing at --help."""
     if exc.ctx is None:
         return exc
-    failed = click.UsageError(f"{exc.format_message()} (see `{exc.ctx.command_path} --help`)")
-    failed.exit_code = exc.exit_code
-    return failed
+    # Exit code 2, as for every click.UsageError (a class attribute of click's).
+    return click.UsageError(f"{exc.format_message()} (see `{exc.ctx.command_path} --help`)")
 
 
 class PyvaultGroup(click.Group):
     """A click group whose commands fail with one line on stderr: usage errors, psycopg
     errors (classified in pyvault_tokens.errors), token store and migrate refusals."""
 
-    def make_context(self, info_name, args, parent=None, **extra):
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
             raise _one_line_usage(exc) from None
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -83,7 +91,7 @@ def _read_token(token: str) -> str:
     return token.strip()
 
 
-def _print_row(row: dict, title: str) -> None:
+def _print_row(row: Mapping[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
     for key, value in row.items():
         if key == "new_token":
@@ -132,7 +140,8 @@ def migrate(database: str | None, role_prefix: str | None) -> None:
               type=click.Choice(["API", "PRODUCTION", "API_KEY"]),
               help="Token type; its refresh policy applies (API_KEY extends, others rotate).")
 @click.option("--ttl", default=None, help="Lifetime such as 30d, 12h (default: the policy's).")
-def issue(database, user, tenant, scopes, token_type, ttl) -> None:
+def issue(database: str | None, user: str, tenant: str, scopes: tuple[str, ...],
+          token_type: str, ttl: str | None) -> None:
     """Issue a token. It is printed once, on stdout; it is not stored anywhere."""
     try:
         expires_in = ttl_to_interval(ttl) if ttl else None
@@ -151,7 +160,7 @@ def issue(database, user, tenant, scopes, token_type, ttl) -> None:
 @click.argument("token")
 @click.option("--scope", default="api:read", show_default=True,
               help="The scope the token must carry.")
-def validate(database, token, scope) -> None:
+def validate(database: str | None, token: str, scope: str) -> None:
     """Validate TOKEN (without refreshing it). Exits 1 when it is invalid.
 
     TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
@@ -167,7 +176,7 @@ def validate(database, token, scope) -> None:
 @click.argument("token")
 @click.option("--reason", default="revoked by administrator", show_default=True,
               help="Why, for the security log.")
-def revoke(database, token, reason) -> None:
+def revoke(database: str | None, token: str, reason: str) -> None:
     """Revoke TOKEN and its whole rotation family. Exits 1 when nothing was revoked.
 
     TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
@@ -181,7 +190,7 @@ def revoke(database, token, reason) -> None:
 @main.command()
 @database_option
 @click.argument("token")
-def status(database, token) -> None:
+def status(database: str | None, token: str) -> None:
     """Show whether TOKEN is valid and whether a refresh is recommended. Exits 1 when it
     is invalid.
 
@@ -199,7 +208,7 @@ def status(database, token) -> None:
 @click.option("--force", is_flag=True, help="Refresh even outside the threshold.")
 @click.option("--threshold-days", type=int, default=None,
               help="Override the policy's refresh threshold.")
-def refresh(database, token, force, threshold_days) -> None:
+def refresh(database: str | None, token: str, force: bool, threshold_days: int | None) -> None:
     """Refresh TOKEN. A new token (ROTATE policy) is printed once, on stdout. Exits 1
     when a due refresh failed.
 
@@ -218,40 +227,15 @@ def refresh(database, token, force, threshold_days) -> None:
 @click.argument("token")
 @click.option("--apply", is_flag=True,
               help="Really refresh (default: a dry run that is rolled back).")
-def diagnose(database, token, apply) -> None:
+def diagnose(database: str | None, token: str, apply: bool) -> None:
     """Diagnose the refresh system for TOKEN. Exits 1 when any step fails.
 
     TOKEN is the token, or - to read it from stdin (keeps it out of shell history).
     """
     with _connect(database) as conn:
         rows = api.diagnose(conn, _read_token(token), apply=apply)
-    print_diagnosis(rows)
+    print_diagnosis(rows, out)
     sys.exit(1 if any(r["result"].startswith("FAIL") for r in rows) else 0)
-
-
-_NOISE = {"updated_at", "token_type", "issued_at", "recommendation_reason", "message"}
-
-
-def _brief(value) -> str:
-    text = str(value)
-    # ISO timestamps: to the second is enough for a person.
-    if len(text) >= 19 and text[4] == "-" and text[10] == "T":
-        return text[:19].replace("T", " ")
-    return text
-
-
-def print_diagnosis(rows: list[dict]) -> None:
-    table = Table(title="token refresh diagnostics")
-    table.add_column("step", no_wrap=True)
-    table.add_column("result")
-    table.add_column("details", overflow="fold")
-    for r in rows:
-        style = "red" if r["result"].startswith("FAIL") else (
-            "yellow" if r["result"].startswith("WARN") else "green")
-        details = ", ".join(f"{k}={_brief(v)}" for k, v in (r["details"] or {}).items()
-                            if v not in (None, [], {}) and k not in _NOISE)
-        table.add_row(r["step"], f"[{style}]{r['result']}[/{style}]", details)
-    out.print(table)
 
 
 @main.command("refresh-batch")
@@ -261,7 +245,8 @@ def print_diagnosis(rows: list[dict]) -> None:
 @click.option("--threshold-days", type=click.IntRange(0, 3650), default=None,
               help="Override the policy thresholds.")
 @click.option("--dry-run", is_flag=True, help="Count what would be done; change nothing.")
-def refresh_batch(database, batch_size, threshold_days, dry_run) -> None:
+def refresh_batch(database: str | None, batch_size: int, threshold_days: int | None,
+                  dry_run: bool) -> None:
     """Run the batch refresh now, one committed batch at a time, with progress."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -298,7 +283,7 @@ def refresh_batch(database, batch_size, threshold_days, dry_run) -> None:
 @database_option
 @click.option("--batch-size", type=click.IntRange(1, 100000), default=1000, show_default=True,
               help="Rows of each kind per committed batch.")
-def prune(database, batch_size) -> None:
+def prune(database: str | None, batch_size: int) -> None:
     """Prune token history now (as the daily job does), one committed batch at a time:
     spent tokens leave the bridge, dead families and history past its retention go.
     Prints a line per batch and a summary."""
@@ -352,23 +337,21 @@ CRON_UNSCHEDULE_SQL = (
 def _cron_connection(conn: psycopg.Connection, database: str) -> psycopg.Connection:
     """A connection to the database where pg_cron lives (same server and user), once it is
     sure that the schema cron there is the pg_cron extension's own."""
-    cron_db = conn.execute(
-        "SELECT pg_catalog.current_setting('cron.database_name', true)").fetchone()[0]
+    cron_db = scalar(conn, "SELECT pg_catalog.current_setting('cron.database_name', true)")
     if not cron_db:
         raise errors.ConfigError(
             "pg_cron is not installed on this server (no cron.database_name); run "
             "`pyvault-tokens refresh-batch` from another scheduler, or install pg_cron")
     params = psycopg.conninfo.conninfo_to_dict(database)
     params["dbname"] = cron_db
-    cron = _connect_conninfo(psycopg.conninfo.make_conninfo(**params))
+    cron = _connect_conninfo(psycopg.conninfo.make_conninfo("", **params))
     try:
         schema = cron.execute(PG_CRON_SCHEMA_SQL).fetchone()
     except BaseException:
         cron.close()
         raise
     if schema is None or schema[0] != "cron":
-        fake = cron.execute("SELECT pg_catalog.to_regnamespace('cron') IS NOT NULL"
-                            ).fetchone()[0]
+        fake = scalar(cron, "SELECT pg_catalog.to_regnamespace('cron') IS NOT NULL")
         cron.close()
         raise _no_pg_cron(cron_db, fake)
     return cron
@@ -388,7 +371,7 @@ def _no_pg_cron(cron_db: str, fake: bool = False) -> errors.ConfigError:
 @click.option("--schedule", default="0 */6 * * *", show_default=True, help="A cron schedule.")
 @click.option("--job-name", default="token-refresh-check", show_default=True,
               help="The pg_cron job's name (its pruning job is NAME-prune).")
-def schedule(database, schedule, job_name) -> None:
+def schedule(database: str | None, schedule: str, job_name: str) -> None:
     """Schedule the batch job with pg_cron (idempotent), wherever pg_cron lives."""
     with _connect(database) as conn:
         try:
@@ -396,9 +379,9 @@ def schedule(database, schedule, job_name) -> None:
         except psycopg.errors.FeatureNotSupported:
             jobs = api.cron_jobs(conn, schedule, job_name)
             with _cron_connection(conn, _require(database)) as cron:
-                ids = [cron.execute(CRON_SCHEDULE_SQL,
-                                    (j["job_name"], j["schedule"], j["command"],
-                                     j["database_name"])).fetchone()[0] for j in jobs]
+                ids = [scalar(cron, CRON_SCHEDULE_SQL,
+                                  (j["job_name"], j["schedule"], j["command"],
+                                   j["database_name"])) for j in jobs]
             job = ids[0]
     out.print(f"scheduled {job_name} ({schedule}) as pg_cron job {job}, "
               f"with {job_name}-prune pruning its run history")
@@ -408,7 +391,7 @@ def schedule(database, schedule, job_name) -> None:
 @database_option
 @click.option("--job-name", default="token-refresh-check", show_default=True,
               help="The pg_cron job's name (its pruning job NAME-prune goes too).")
-def unschedule(database, job_name) -> None:
+def unschedule(database: str | None, job_name: str) -> None:
     """Remove the batch job (and its pruning job) from pg_cron. Exits 1 when there was
     no such job."""
     with _connect(database) as conn:
@@ -421,8 +404,8 @@ def unschedule(database, job_name) -> None:
                 # schedule given does not change the names).
                 for name in [j["job_name"] for j in api.cron_jobs(conn, "0 */6 * * *", job_name)]:
                     try:
-                        n = cron.execute("SELECT count(cron.unschedule(jobid)) FROM cron.job"
-                                         " WHERE jobname = %s", (name,)).fetchone()[0]
+                        n = scalar(cron, "SELECT count(cron.unschedule(jobid))"
+                                       " FROM cron.job WHERE jobname = %s", (name,))
                     except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable):
                         raise _no_pg_cron(cron.info.dbname) from None
                     removed = removed or (n > 0 and name == job_name)
@@ -447,8 +430,9 @@ def unschedule(database, job_name) -> None:
                    "needs a session.")
 @click.option("--no-listen", is_flag=True,
               help="Do not listen for notifications; sweep every --sweep-interval only.")
-def refresher(database, store_path, sweep_interval, min_sweep_interval, once, listen_database,
-              no_listen) -> None:
+def refresher(database: str | None, store_path: str, sweep_interval: float,
+              min_sweep_interval: float, once: bool, listen_database: str | None,
+              no_listen: bool) -> None:
     """Run the refresher service for the tokens in a store (stops on SIGTERM).
 
     Logs JSON lines on stderr. Retries with backoff while the database is unavailable;
@@ -476,12 +460,11 @@ store_option = click.option("--store", "store_path", required=True,
 @store.command("add")
 @store_option
 @click.argument("name")
-def store_add(store_path, name) -> None:
+def store_add(store_path: str, name: str) -> None:
     """Add a token under NAME, read from stdin (never from the command line).
 
     NAME is what the token is stored under (the httpx client asks for it by name).
     """
-    from pyvault_tokens.display import looks_like_token
     from pyvault_tokens.store import TokenStore
 
     token = sys.stdin.readline().strip()
@@ -494,7 +477,7 @@ def store_add(store_path, name) -> None:
 
 @store.command("list")
 @store_option
-def store_list(store_path) -> None:
+def store_list(store_path: str) -> None:
     """List names, token prefixes and expiry; never the secrets."""
     from pyvault_tokens.store import TokenStore
 
@@ -508,7 +491,7 @@ def store_list(store_path) -> None:
 @store.command("remove")
 @store_option
 @click.argument("name")
-def store_remove(store_path, name) -> None:
+def store_remove(store_path: str, name: str) -> None:
     """Remove the token stored under NAME. Exits 1 when there is none."""
     from pyvault_tokens.store import TokenStore
 
@@ -520,7 +503,7 @@ def store_remove(store_path, name) -> None:
 @main.command()
 @click.option("--database", "database", default=None, metavar="URL",
               help="Run against this database instead of an embedded throwaway cluster.")
-def demo(database) -> None:
+def demo(database: str | None) -> None:
     """Tell the refresh story: issue, refresh on use, grace, reuse, batch, diagnostics.
 
     Needs the embedded extra without --database. With --database it changes the API
@@ -535,7 +518,7 @@ def demo(database) -> None:
 @database_option
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="Serve /metrics over HTTP (e.g. 127.0.0.1:9464) instead of printing once.")
-def metrics(database, listen) -> None:
+def metrics(database: str | None, listen: str | None) -> None:
     """Prometheus metrics: print one scrape, or serve /metrics with --listen.
 
     One scrape exits 3 when the database is unavailable (2 when it is not migrated or
@@ -566,7 +549,7 @@ def metrics(database, listen) -> None:
 
 @main.command()
 @database_option
-def alerts(database) -> None:
+def alerts(database: str | None) -> None:
     """Print the open alerts as a Nagios plugin does: the status on the first line of
     stdout (PYVAULT OK|WARNING|CRITICAL|UNKNOWN - ...), then a table. Exits 0 with none,
     1 with warnings only, 2 with a critical one, 3 (UNKNOWN) when the database cannot be
@@ -595,7 +578,7 @@ class AlertsUnknown(click.ClickException):
               type=click.Path(dir_okay=False, writable=True), help="The HTML file to write.")
 @click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True,
               help="Days of refresh history to chart.")
-def dashboard(database, out_path, days) -> None:
+def dashboard(database: str | None, out_path: str, days: int) -> None:
     """Write a self-contained HTML dashboard (opens offline: plotly.js is inline)."""
     from pathlib import Path
 

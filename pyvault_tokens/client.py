@@ -28,8 +28,7 @@ from datetime import datetime
 import anyio.to_thread
 import httpx
 
-from pyvault_tokens.asgi import is_well_formed_token
-from pyvault_tokens.display import token_prefix
+from pyvault_tokens.display import is_well_formed_token, token_prefix
 from pyvault_tokens.store import TokenStore
 
 __all__ = ["RefreshingTokenAuth", "TokenNotFoundError"]

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from pyvault_tokens import api
 from pyvault_tokens.alerts import fetch_alerts, format_observed
+from pyvault_tokens.api import Row
 
 # Refresh outcomes in a fixed order and colour, so every chart and every page agrees.
 OUTCOME_COLOURS = {
@@ -37,14 +38,14 @@ HOUR_MS = 3_600_000
 META_SQL = "SELECT now() AS generated_at, current_database() AS database_name"
 
 
-def _rows(conn: psycopg.Connection, sql: str) -> list:
+def _rows(conn: psycopg.Connection, sql: str) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(sql).fetchall()
 
 
-def _per_hour(rows: list[dict], key: str) -> list[dict]:
+def _per_hour(rows: list[Row], key: str) -> list[Row]:
     """Hourly refresh metrics (api.refresh_metrics by_hour) summed by hour and ``key``."""
-    sums: dict[tuple, int] = {}
+    sums: dict[tuple[Any, Any], int] = {}
     for r in rows:
         sums[(r["hour"], r[key])] = sums.get((r["hour"], r[key]), 0) + r["attempts"]
     return [{"hour": hour, key: value, "attempts": n}
@@ -84,7 +85,7 @@ def _no_data(fig: go.Figure, text: str) -> None:
                        font={"size": 16, "color": "#888"})
 
 
-def refreshes_chart(rows: list[dict], start: datetime, end: datetime) -> go.Figure:
+def refreshes_chart(rows: list[Row], start: datetime, end: datetime) -> go.Figure:
     fig = _figure("Refreshes per hour by outcome (UTC)", "refreshes")
     for outcome, colour in OUTCOME_COLOURS.items():
         points = [r for r in rows if r["outcome"] == outcome]
@@ -97,7 +98,7 @@ def refreshes_chart(rows: list[dict], start: datetime, end: datetime) -> go.Figu
     return fig
 
 
-def failures_chart(rows: list[dict], start: datetime, end: datetime) -> go.Figure:
+def failures_chart(rows: list[Row], start: datetime, end: datetime) -> go.Figure:
     fig = _figure("Failed refreshes per hour by reason (UTC)", "failures")
     for reason in sorted({r["reason"] for r in rows}):
         points = [r for r in rows if r["reason"] == reason]
@@ -109,7 +110,7 @@ def failures_chart(rows: list[dict], start: datetime, end: datetime) -> go.Figur
     return fig
 
 
-def forecast_chart(rows: list[dict]) -> go.Figure:
+def forecast_chart(rows: list[Row]) -> go.Figure:
     fig = _figure("Tokens expiring per day, next 30 days", "tokens")
     days = [r["day"] for r in rows]
     fig.add_bar(name="with a refresh path", marker_color=WITH_PATH, x=days,
@@ -121,7 +122,7 @@ def forecast_chart(rows: list[dict]) -> go.Figure:
     return fig
 
 
-def requests_chart(rows: list[dict]) -> go.Figure:
+def requests_chart(rows: list[Row]) -> go.Figure:
     rows = rows[:MAX_TENANTS]
     fig = _figure("Recorded requests per day by tenant", "requests per day")
     fig.add_bar(name="requests per day", marker_color=ACTIVE, showlegend=False,
@@ -133,7 +134,7 @@ def requests_chart(rows: list[dict]) -> go.Figure:
     return fig
 
 
-def idle_chart(rows: list[dict]) -> go.Figure:
+def idle_chart(rows: list[Row]) -> go.Figure:
     rows = rows[:MAX_TENANTS]
     fig = _figure("Live tokens by tenant: active and idle", "tokens")
     tenants = [_label(r["tenant"]) for r in rows]
@@ -146,7 +147,7 @@ def idle_chart(rows: list[dict]) -> go.Figure:
     return fig
 
 
-def _alerts_html(alerts: list[dict]) -> str:
+def _alerts_html(alerts: list[Row]) -> str:
     if not alerts:
         return '<p class="ok">No open alerts.</p>'
     rows = []

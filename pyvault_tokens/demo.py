@@ -14,15 +14,16 @@ the policy afterwards. Tokens are shown by prefix only.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from rich.console import Console
 
 from pyvault_tokens import api
-from pyvault_tokens.asgi import _rfc3339 as header_time  # X-Token-Expires, as sent
-from pyvault_tokens.display import token_prefix
+from pyvault_tokens.display import print_diagnosis, rfc3339, token_prefix
 from pyvault_tokens.errors import ConfigError
 from pyvault_tokens.migrate import migrate
 
@@ -30,7 +31,7 @@ GRACE_SECONDS = 2
 
 
 @contextmanager
-def _database(url: str | None, console: Console):
+def _database(url: str | None, console: Console) -> Iterator[str]:
     if url:
         yield url
         return
@@ -50,18 +51,18 @@ def _database(url: str | None, console: Console):
         console.print("[dim]cluster stopped and removed[/dim]")
 
 
-def _show(console: Console, label: str, row: dict) -> None:
+def _show(console: Console, label: str, row: Mapping[str, Any]) -> None:
     verdict = "[green]valid[/green]" if row["is_valid"] else "[red]refused[/red]"
     console.print(f"  {label}: {verdict}, reason [bold]{row['refresh_reason']}[/bold]")
     console.print(f"    [dim]{row['message']}[/dim]")
 
 
-def _headers(console: Console, row: dict) -> None:
+def _headers(console: Console, row: Mapping[str, Any]) -> None:
     """The refresh headers the HTTP middlewares add to this answer, as they carry them."""
     if row["new_token"]:
         console.print(f"    X-New-Token: {token_prefix(row['new_token'])}"
                       "  [dim](the whole token in the real header)[/dim]")
-    console.print(f"    X-Token-Expires: {header_time(row['expires_at'])}")
+    console.print(f"    X-Token-Expires: {rfc3339(row['expires_at'])}")
     console.print(f"    X-Refresh-Reason: {row['refresh_reason']}")
 
 
@@ -82,7 +83,7 @@ def run_demo(database: str | None, console: Console) -> None:
                                        reuse_action=saved["reuse_action"])
 
 
-def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> None:
+def _story(conn: psycopg.Connection[Any], console: Console, reuse_action: str) -> None:
     api.set_refresh_policy(conn, "API", grace_period=f"{GRACE_SECONDS} seconds",
                            reuse_action="REVOKE_FAMILY")
     note = "" if reuse_action == "REVOKE_FAMILY" else f" (this database had {reuse_action})"
@@ -95,7 +96,7 @@ def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> Non
                        token_type="API", expires_in="3 days")
     old = issued["token"]
     console.print(f"  token A is {token_prefix(old)} (shown once; only its sha256 is stored),"
-                  f" expires {header_time(issued['expires_at'])}")
+                  f" expires {rfc3339(issued['expires_at'])}")
 
     console.rule("3. A is within 7 days of expiry: the next request refreshes it")
     first = api.validate_and_refresh(conn, old)
@@ -129,16 +130,14 @@ def _story(conn: psycopg.Connection, console: Console, reuse_action: str) -> Non
                      expires_in="3 days")
     key = idle["token"]
     console.print(f"  token C is {token_prefix(key)}, an API key (EXTEND policy) that nobody "
-                  f"presents, expiring {header_time(idle['expires_at'])}")
+                  f"presents, expiring {rfc3339(idle['expires_at'])}")
     batch = api.refresh_batch(conn)
     counts = batch["details"]["counts"]
     console.print(f"  auth.refresh_expiring_tokens_batch(): {batch['tokens_found']} due, "
                   f"{counts['extended']} extended, {counts['enqueued']} enqueued for their "
                   "holders (ROTATE tokens, via NOTIFY pyvault_token_refresh)")
     status = api.status(conn, key)
-    console.print(f"  token C, same secret, now expires {header_time(status['expires_at'])}")
+    console.print(f"  token C, same secret, now expires {rfc3339(status['expires_at'])}")
 
     console.rule("7. diagnostics for token C (a dry run: nothing changes)")
-    from pyvault_tokens.cli import print_diagnosis
-
-    print_diagnosis(api.diagnose(conn, key))
+    print_diagnosis(api.diagnose(conn, key), console)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import testing.postgresql
 
@@ -27,10 +28,11 @@ def _running_as_root() -> bool:
     return os.geteuid() == 0
 
 
-class EmbeddedPostgresql(testing.postgresql.Postgresql):
+# testing.postgresql has no type information, so its class is Any to mypy.
+class EmbeddedPostgresql(testing.postgresql.Postgresql):  # type: ignore[misc]
     """testing.postgresql that also works when the caller is root."""
 
-    def __init__(self, clock_file: Path | None = None, **kwargs):
+    def __init__(self, clock_file: Path | None = None, **kwargs: Any) -> None:
         # With clock_file, the server's clock is libfaketime's: the file holds an offset
         # such as "+30d", re-read on every clock call (FAKETIME_NO_CACHE), so writing it
         # moves the server's time at once. initdb keeps the real clock.
@@ -46,7 +48,7 @@ class EmbeddedPostgresql(testing.postgresql.Postgresql):
             self._own_base_dir = False
         super().__init__(**kwargs)
 
-    def initialize_database(self):
+    def initialize_database(self) -> None:
         if _running_as_root():
             user = pwd.getpwnam(SERVER_USER)
             for root, dirs, files in os.walk(self.base_dir):
@@ -58,15 +60,15 @@ class EmbeddedPostgresql(testing.postgresql.Postgresql):
         if os.path.exists(os.path.join(data, "PG_VERSION")):
             return
         args = [self.initdb, "-D", data, "--lc-messages=C", *self.settings["initdb_args"].split()]
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if _running_as_root():
             kwargs = {"user": SERVER_USER, "group": SERVER_USER, "extra_groups": []}
         proc = subprocess.run(args, capture_output=True, text=True, **kwargs)
         if proc.returncode != 0:
             raise RuntimeError(f"initdb failed: {proc.stderr}")
 
-    def get_server_commandline(self):
-        command = super().get_server_commandline()
+    def get_server_commandline(self) -> list[str]:
+        command: list[str] = super().get_server_commandline()
         if self._clock_file is not None:
             command = ["env", f"LD_PRELOAD={FAKETIME_LIB}",
                        f"FAKETIME_TIMESTAMP_FILE={self._clock_file}", "FAKETIME_NO_CACHE=1",
@@ -76,7 +78,7 @@ class EmbeddedPostgresql(testing.postgresql.Postgresql):
                        "--init-groups", "--", *command]
         return command
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         super().cleanup()
         if self._own_base_dir and os.path.exists(self.base_dir):
             shutil.rmtree(self.base_dir, ignore_errors=True)

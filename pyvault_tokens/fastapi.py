@@ -37,14 +37,8 @@ from fastapi import Depends, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from starlette.requests import Request
 
-from pyvault_tokens.asgi import (
-    PyvaultAuth,
-    _Anonymous,
-    _check_scope,
-    _checked_auth,
-    _register_scope,
-    _require_auth,
-)
+from pyvault_tokens.identity import PyvaultAuth
+from pyvault_tokens.routes import Anonymous, check_scope, checked_auth, register_scope, require_auth
 
 __all__ = ["Authenticated", "MaybeAuthenticated", "bearer_scheme", "optional_token_auth",
            "require", "token_auth"]
@@ -66,7 +60,7 @@ async def token_auth(security_scopes: SecurityScopes, request: Request,
                      credentials: Credentials) -> PyvaultAuth:
     """The request's PyvaultAuth; the token must hold every scope of
     ``Security(token_auth, scopes=[...])``."""
-    return _checked_auth(request.scope, security_scopes.scopes)
+    return checked_auth(request.scope, security_scopes.scopes)
 
 
 async def optional_token_auth(security_scopes: SecurityScopes, request: Request,
@@ -74,17 +68,17 @@ async def optional_token_auth(security_scopes: SecurityScopes, request: Request,
     """None for a request without a token (the middleware must be ``optional`` there);
     otherwise as ``token_auth``."""
     try:
-        _require_auth(request.scope)
-    except _Anonymous:
+        require_auth(request.scope)
+    except Anonymous:
         return None
-    return _checked_auth(request.scope, security_scopes.scopes)
+    return checked_auth(request.scope, security_scopes.scopes)
 
 
 def require(*scopes: str) -> Any:
     """``Security(token_auth, scopes=[...])``, with the scopes made known to a middleware
     that has ``required_scope=None``."""
     for scope in scopes:
-        _register_scope(_check_scope(scope, "require(scope)"))
+        register_scope(check_scope(scope, "require(scope)"))
     return Security(token_auth, scopes=list(scopes))
 
 

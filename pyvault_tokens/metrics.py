@@ -31,6 +31,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from functools import partial
+from types import FrameType
+from typing import NamedTuple
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
@@ -61,6 +63,19 @@ KNOWN_ALERTS = {
 # so that sum() over the windows counts every token once.
 WINDOWS = {"0-1d": range(0, 1), "1-7d": range(1, 7), "7-30d": range(7, 30)}
 BATCH_ACTIONS = ("extended", "enqueued", "failed")
+
+
+class _Families(NamedTuple):
+    """The metric families of one scrape, in the order they are exposed."""
+
+    refresh: CounterMetricFamily
+    expiring: GaugeMetricFamily
+    live: GaugeMetricFamily
+    idle: GaugeMetricFamily
+    alert: GaugeMetricFamily
+    batch_time: GaugeMetricFamily
+    batch_duration: GaugeMetricFamily
+    batch_tokens: GaugeMetricFamily
 
 
 class RefreshCollector(Collector):
@@ -94,8 +109,8 @@ class RefreshCollector(Collector):
         yield self._up(1)
 
     @staticmethod
-    def _families() -> list[Metric]:
-        return [
+    def _families() -> _Families:
+        return _Families(
             CounterMetricFamily(
                 "pyvault_tokens_refresh", "Refresh events by trigger, outcome and reason code.",
                 labels=["trigger", "outcome", "reason"]),
@@ -118,7 +133,7 @@ class RefreshCollector(Collector):
             GaugeMetricFamily("pyvault_tokens_batch_last_run_tokens",
                               "Tokens the last batch refresh run extended, enqueued for their "
                               "holders, or failed.", labels=["action"]),
-        ]
+        )
 
     @staticmethod
     def _up(value: int) -> GaugeMetricFamily:
@@ -160,7 +175,7 @@ class RefreshCollector(Collector):
             batch_duration.add_metric([], last_batch["duration_seconds"])
             for action in BATCH_ACTIONS:
                 batch_tokens.add_metric([action], last_batch[f"tokens_{action}"])
-        return families
+        return [*families]
 
 
 def registry(database_url: str) -> CollectorRegistry:
@@ -200,7 +215,7 @@ def start(database_url: str, host: str = "127.0.0.1",
     return start_http_server(port, addr=host, registry=registry(database_url))
 
 
-def _exit_cleanly(signum, frame) -> None:
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 

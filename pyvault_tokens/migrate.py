@@ -19,10 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from yoyo import get_backend, internalmigrations, read_migrations
+
+from pyvault_tokens.db import scalar
 
 # Arbitrary, fixed: "pyvault" in ASCII. Shared by every pyvault-tokens migrator.
 MIGRATE_LOCK_KEY = 0x707976617531
@@ -134,16 +137,16 @@ def _preflight(conn: psycopg.Connection) -> bool:
             " WHERE c.relname = %(table)s AND c.relkind = 'r'"
             " AND c.relnamespace <> %(bookkeeping)s::regnamespace",
             params).fetchall()
-        taken = conn.execute(
-            "SELECT to_regclass(format('%%I.%%I', %(bookkeeping)s::text, %(table)s::text))",
-            params).fetchone()[0]
+        taken = scalar(
+            conn, "SELECT to_regclass(format('%%I.%%I', %(bookkeeping)s::text, %(table)s::text))",
+            params)
         if len(old) == 1 and taken is None:
             conn.execute(f"ALTER TABLE {old[0][0]} SET SCHEMA {BOOKKEEPING_SCHEMA}")
             return True
     return False
 
 
-def _complete_bookkeeping(backend) -> None:
+def _complete_bookkeeping(backend: Any) -> None:
     """After a move: yoyo's version table (its schema is v2) and log table, with yoyo's DDL."""
     tables = set(backend.list_tables())
     with backend.transaction():
@@ -169,7 +172,7 @@ class MigrateResult:
 
 
 @contextmanager
-def _yoyo(database_url: str) -> Iterator[tuple[psycopg.Connection, object, object]]:
+def _yoyo(database_url: str) -> Iterator[tuple[psycopg.Connection, Any, Any]]:
     """Our advisory lock, then yoyo's backend (under its own lock) and our migrations."""
     with psycopg.connect(database_url, autocommit=True) as lock_conn:
         lock_conn.execute(PINNED_SEARCH_PATH)
@@ -200,7 +203,7 @@ def _settle_role_prefix(conn: psycopg.Connection, wanted: str | None) -> str:
     """The install's role prefix: the stored one, or the one asked for (only in place of
     the default, whose grants auth._apply_role_prefix then moves). Creates its roles."""
     _check_role_prefix(wanted)
-    stored = conn.execute("SELECT s.role_prefix FROM auth.install_settings AS s").fetchone()[0]
+    stored: str = scalar(conn, "SELECT s.role_prefix FROM auth.install_settings AS s")
     if wanted is None or wanted == stored:
         prefix = stored
     elif stored == DEFAULT_ROLE_PREFIX:

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -52,9 +51,6 @@ from pyvault_tokens.display import token_prefix
 from pyvault_tokens.store import TokenStore, TokenStoreError
 
 CHANNEL = "pyvault_token_refresh"
-# Test-only fault injection: "after-commit" kills the process between the database
-# commit of a refresh and the store write, to prove the recovery path.
-FAULT_ENV = "PYVAULT_REFRESHER_FAULT"
 
 log = logging.getLogger("pyvault_tokens.refresher")
 
@@ -127,8 +123,6 @@ class TokenRefreshService:
         if not result["success"]:
             log.error("refresh failed", extra={**extra, "reason": result["refresh_reason"]})
             return "failed"
-        if os.environ.get(FAULT_ENV) == "after-commit":
-            os.kill(os.getpid(), signal.SIGKILL)
         if result["new_token"]:
             stored = self.store.replace(name, token, result["new_token"], result["expires_at"])
         else:

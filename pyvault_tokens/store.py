@@ -23,10 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pyvault_tokens.display import token_prefix
 
 FORMAT_VERSION = 1
+
+
+# One stored token as the file holds it: "token", "expires_at", "updated_at" (ISO text).
+Entry = dict[str, Any]
 
 
 class TokenStoreError(Exception):
@@ -49,7 +54,7 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _entry(e: dict) -> StoredToken:
+def _entry(e: Entry) -> StoredToken:
     return StoredToken(e["token"], _dt(e.get("expires_at")), _dt(e.get("updated_at")))
 
 
@@ -65,7 +70,7 @@ class TokenStore:
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
     # -- reading -------------------------------------------------------------
-    def _load(self) -> dict[str, dict]:
+    def _load(self) -> dict[str, Entry]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -86,7 +91,8 @@ class TokenStore:
             raise TokenStoreError(f"the token store {self.path} is corrupt or of an unknown "
                                   "version: restore it from a backup, or move it away and "
                                   "add the tokens again")
-        return tokens
+        checked: dict[str, Entry] = tokens
+        return checked
 
     def get(self, name: str) -> StoredToken | None:
         entry = self._load().get(name)
@@ -97,7 +103,7 @@ class TokenStore:
 
     # -- writing -------------------------------------------------------------
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, dict]]:
+    def _locked(self) -> Iterator[dict[str, Entry]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -116,7 +122,7 @@ class TokenStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def _write(self, tokens: dict[str, dict]) -> None:
+    def _write(self, tokens: dict[str, Entry]) -> None:
         try:
             self._replace(tokens)
         except OSError as exc:
@@ -124,7 +130,7 @@ class TokenStore:
                                   f"({exc.strerror}): check the directory's permissions and "
                                   "free space") from None
 
-    def _replace(self, tokens: dict[str, dict]) -> None:
+    def _replace(self, tokens: dict[str, Entry]) -> None:
         payload = json.dumps({"version": FORMAT_VERSION, "tokens": tokens}, indent=2,
                              sort_keys=True).encode("utf-8")
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)

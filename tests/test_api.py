@@ -16,7 +16,8 @@ from tests.tokens import make_token
 
 PACKAGE = Path(api.__file__).parent
 # Modules that must go through pyvault_tokens.api for every auth.* call.
-THIN = ("asgi.py", "client.py", "fastapi.py", "request_metrics.py")
+THIN = ("asgi.py", "middleware.py", "responses.py", "routes.py", "identity.py", "client.py",
+        "fastapi.py", "request_metrics.py")
 AUTH_CALL = re.compile(r"\bauth\.[a-z_]+\s*\(")
 # Modules with SQL of their own, none of it about auth.*: every auth function and every
 # monitoring view goes through pyvault_tokens.api. What they may still write: SQL about

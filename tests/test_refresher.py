@@ -80,8 +80,26 @@ def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None
         time.sleep(0.1)
 
 
-def _run_once(db_url: str, store: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([*CLI, "refresher", "--store", str(store), "--database", db_url,
+# The refresher CLI in a process that dies (SIGKILL) at its first store write after a
+# refresh, that is between the database commit and the store write: the fault is this
+# test's own, patched in, not a hook in pyvault_tokens.refresher.
+CRASH_AFTER_COMMIT = [sys.executable, "-c", """
+import os, signal, sys
+from pyvault_tokens import store
+from pyvault_tokens.cli import main
+
+def crash(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.TokenStore.replace = store.TokenStore.update_expiry = crash
+main(sys.argv[1:], prog_name="pyvault-tokens")
+"""]
+
+
+def _run_once(db_url: str, store: Path, env: dict | None = None, *,
+              crash_after_commit: bool = False) -> subprocess.CompletedProcess:
+    command = CRASH_AFTER_COMMIT if crash_after_commit else CLI
+    result = subprocess.run([*command, "refresher", "--store", str(store), "--database", db_url,
                              "--once"], capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, timeout=60)
     LOGS.extend((result.stdout + result.stderr).splitlines())
@@ -174,7 +192,7 @@ def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, ref
     token = make_token(conn, "3 days", user="svc-crash")
     path = tmp_path / "tokens.json"
     TokenStore(path).put("crashy", token)
-    crashed = _run_once(refresher_url, path, env={"PYVAULT_REFRESHER_FAULT": "after-commit"})
+    crashed = _run_once(refresher_url, path, crash_after_commit=True)
     assert crashed.returncode == -signal.SIGKILL
     assert TokenStore(path).get("crashy").token == token, "the store write never happened"
     successor = conn.execute("SELECT (tests.bridge(%s)).successor_hk", (token,)).fetchone()[0]
