@@ -16,6 +16,7 @@ import pytest
 
 from pyvault_tokens.embedded import start_cluster
 from pyvault_tokens.migrate import migrate
+from tests.polling import wait_for
 
 TESTS_DIR = Path(__file__).parent
 TEMPLATE = "pyvault_template"
@@ -78,3 +79,29 @@ def stop_cluster(config: pytest.Config) -> None:
     cluster = config.stash.get(_CLUSTER, None)
     if cluster is not None:
         cluster.stop()
+
+
+def password_login(cluster, db_url: str, role: str, password: str, group: str) -> str:
+    """A login that must give its password (scram-sha-256, by a pg_hba.conf line for this
+    role alone; the test cluster trusts everyone else), as a postgresql:// URL."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN IN ROLE {group};"
+                     f" EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+        hba = Path(cluster.pg.base_dir) / "data" / "pg_hba.conf"
+        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        if line not in hba.read_text():
+            hba.write_text(line + hba.read_text())
+            conn.execute("SELECT pg_reload_conf()")
+    params = psycopg.conninfo.conninfo_to_dict(db_url)
+    url = f"postgresql://{role}:{password}@127.0.0.1:{params['port']}/{params['dbname']}"
+    wait_for(lambda: _can_connect(url), what="pg_hba.conf reloaded")
+    return url
+
+
+def _can_connect(url: str) -> bool:
+    try:
+        psycopg.connect(url).close()
+    except psycopg.OperationalError:
+        return False
+    return True

@@ -10,28 +10,22 @@ import asyncio
 import contextlib
 import logging
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
-from fastapi import Depends, FastAPI
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 
-from pyvault_tokens.asgi import PyvaultAuth, TokenRefreshMiddleware, require_scope, requires_scope
+from pyvault_tokens.asgi import TokenRefreshMiddleware, requires_scope
 from pyvault_tokens.client import RefreshingTokenAuth
 from pyvault_tokens.store import TokenStore
+from tests.servers import UvicornThread, closed_port, inner_app
 from tests.tokens import make_token, successors
 
 INVALID_BODY = b'{"error":"invalid_token"}'
@@ -41,15 +35,6 @@ UNAVAILABLE_BODY = b'{"error":"temporarily_unavailable"}'
 JSON_TYPE = "application/json; charset=utf-8"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TOKEN_RE = re.compile(r"^ovt_prod_[0-9a-f]{64}$")
-
-
-# -- shared helpers (test_client.py and test_asgi_*.py use them too) ----------------------
-
-def closed_port() -> int:
-    """A local port with nothing listening on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class CountingPool:
@@ -64,75 +49,8 @@ class CountingPool:
         return self.pool.connection(*args, **kwargs)
 
 
-class UvicornThread:
-    """A real uvicorn server in a thread, on a free port of 127.0.0.1."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                loop="asyncio", http="h11", ws="none", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="uvicorn-test", daemon=True)
-
-    def __enter__(self) -> UvicornThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
 # Connection options that make a pool behave like a hot standby's.
 READ_ONLY = {"options": "-c default_transaction_read_only=on"}
-
-
-# -- the test app ------------------------------------------------------------------------
-
-async def whoami(request: Request) -> JSONResponse:
-    auth: PyvaultAuth = request.state.pyvault
-    return JSONResponse(auth.as_dict())
-
-
-async def cached(request: Request) -> JSONResponse:
-    return JSONResponse({"ok": True}, headers={"Cache-Control": "public, max-age=600"})
-
-
-@requires_scope("api:write")
-async def write(request: Request) -> JSONResponse:
-    return JSONResponse({"wrote": True})
-
-
-async def health(request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
-def inner_app() -> Starlette:
-    fastapi_app = FastAPI()
-
-    @fastapi_app.post("/items")
-    async def create_item(auth: Annotated[PyvaultAuth, Depends(require_scope("api:write"))],
-                          ) -> dict:
-        return {"created": True, "user": auth.user_hk}
-
-    return Starlette(routes=[
-        Route("/whoami", whoami),
-        Route("/cached", cached),
-        Route("/write", write, methods=["POST"]),
-        Route("/health", health),
-        Mount("/fa", fastapi_app),
-    ])
 
 
 class Site:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -30,71 +27,11 @@ from starlette.routing import Route
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from pyvault_tokens.client import RefreshingTokenAuth
 from pyvault_tokens.store import TokenStore
-from tests.test_asgi import closed_port
+from tests.servers import EXAMPLES, Process, closed_port, node_binary
 from tests.tokens import make_token
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-NODE_DIR = ROOT / "clients" / "node"
 COMPARED = ("content-type", "cache-control", "www-authenticate", "retry-after",
             "content-length")
-
-
-class Process:
-    """A server process of ours: its output collected, its URL read from 'listening on'."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.search(r"listening on (http://\S+)", line)
-            if m and self.url is None:
-                self.url = m.group(1)
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 60) -> str:
-        self._ready.wait(timeout)
-        if self.url is None:
-            self.stop()
-            raise RuntimeError("the server did not start:\n" + "\n".join(self.lines))
-        return self.url
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("`node` is not on PATH: the Node client and its example need Node.js 20+",
-                    pytrace=False)
-    modules = NODE_DIR / "node_modules"
-    if not ((modules / "pg").is_dir() and (modules / "express").is_dir()):
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("`npm` is not on PATH (needed to install clients/node)", pytrace=False)
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                       capture_output=True, timeout=600)
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +49,7 @@ def python_app(db_url: str, tmp_path_factory) -> Iterator[tuple[str, TokenStore,
 
 @pytest.fixture(scope="module")
 def node_gateway(db_url: str) -> Iterator[tuple[str, Process]]:
-    node = _node()
+    node = node_binary()
     env = {**os.environ, "DATABASE_URL": db_url, "PORT": "0"}
     proc = Process([node, str(EXAMPLES / "express_gateway.js")], env)
     try:
@@ -136,7 +73,9 @@ def test_the_fastapi_example_serves_and_its_token_rotates(python_app) -> None:
     assert second != first
     assert httpx.get(f"{url}/health").json() == {"ok": True}
     assert httpx.get(f"{url}/api/me").status_code == 401
-    time.sleep(0.2)
+    # uvicorn logs a request before it sends the answer: once that last line is read, all
+    # the example printed for the requests above has been read too.
+    proc.wait_for_output('"GET /api/me HTTP/1.1" 401')
     for token in (first, second):
         assert token[13:] not in proc.output, "the example printed or logged a token"
 
@@ -221,7 +160,7 @@ def test_both_middlewares_hand_out_a_refresh_alike(python_app, node_gateway, con
 
 
 def test_both_middlewares_answer_an_unreachable_database_alike(conn) -> None:
-    node = _node()
+    node = node_binary()
     dead = f"postgresql://nobody@127.0.0.1:{closed_port()}/nothing"
     token = make_token(conn, "30 days")
     headers = {"Authorization": f"Bearer {token}"}
@@ -272,7 +211,7 @@ def test_the_gateway_forwards_to_an_upstream_without_the_token(db_url, conn) -> 
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     env = {**os.environ, "DATABASE_URL": db_url, "PORT": "0",
            "UPSTREAM_URL": f"http://127.0.0.1:{upstream.server_address[1]}"}
-    gateway = Process([_node(), str(EXAMPLES / "express_gateway.js")], env)
+    gateway = Process([node_binary(), str(EXAMPLES / "express_gateway.js")], env)
     try:
         url = gateway.wait_ready()
         token = make_token(conn, "3 days")

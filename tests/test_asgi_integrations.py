@@ -38,7 +38,7 @@ from pyvault_tokens.fastapi import (
     token_auth,
 )
 from pyvault_tokens.request_metrics import request_metrics
-from tests.test_asgi import UvicornThread, closed_port
+from tests.servers import UvicornThread, closed_port
 from tests.tokens import make_token
 
 INVALID_BODY = b'{"error":"invalid_token"}'

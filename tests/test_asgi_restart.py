@@ -35,7 +35,7 @@ from pyvault_tokens import api
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from pyvault_tokens.embedded import EmbeddedPostgresql, start_cluster
 from pyvault_tokens.migrate import migrate
-from tests.test_asgi import UvicornThread
+from tests.servers import UvicornThread
 
 POOL_SIZE = 8
 

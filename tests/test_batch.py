@@ -8,12 +8,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from pyvault_tokens.embedded import start_cluster
 from tests.harness import CRON_DATABASE, prepare_database
+from tests.polling import wait_for
+
+READY = "database system is ready to accept connections"
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 
@@ -108,12 +112,14 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
                                   " WHERE tokens_found > 0").fetchone()[0] < 3:
                 assert time.monotonic() < deadline, "the job did not get going"
                 time.sleep(0.05)
+        log = Path(pg.base_dir, "EmbeddedPostgresql.log")
+        ready = log.read_text(errors="replace").count(READY)
         os.kill(pid, signal.SIGKILL)
         worker.join(30)
         assert errors, "the killed run must fail"
         job.close()
 
-        check = _connect_after_crash(url)
+        check = _connect_after_crash(url, log, ready)
         with check:
             state = check.execute("""
                 SELECT count(*) FILTER (WHERE expires_at > now() + interval '80 days'),
@@ -135,11 +141,14 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
         pg.stop()
 
 
-def _connect_after_crash(url: str, timeout: float = 60) -> psycopg.Connection:
+def _connect_after_crash(url: str, log: Path, ready: int,
+                         timeout: float = 60) -> psycopg.Connection:
     """A connection that survived the server's crash restart. Right after a backend is
-    killed a new connection may still be accepted, then be ended by the restart."""
+    killed a new connection may still be accepted, then be ended by the restart: wait for
+    the log to say the server is ready again (once more than ``ready`` times)."""
+    wait_for(lambda: log.read_text(errors="replace").count(READY) > ready, timeout=timeout,
+             what="the crash restart", interval=0.05)
     deadline = time.monotonic() + timeout
-    time.sleep(0.5)
     while True:
         try:
             conn = psycopg.connect(url, autocommit=True)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from pyvault_tokens import cli, errors
 from pyvault_tokens.migrate import MigrateRefused
+from tests.harness import password_login
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 PASSWORD = "pw-Zq7-never-shown"
@@ -150,8 +151,6 @@ def test_a_login_with_a_wrong_password_is_refused_in_one_line(password_url):
 
 @pytest.fixture(scope="module")
 def password_url(cluster, db_url) -> str:
-    from tests.test_refresher import password_login
-
     return password_login(cluster, db_url, "cli_pw", PASSWORD, "pyvault_api")
 
 

@@ -196,7 +196,7 @@ def test_the_asgi_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     from starlette.routing import Mount
 
     from pyvault_tokens.asgi import TokenRefreshMiddleware
-    from tests.test_asgi import UvicornThread, inner_app
+    from tests.servers import UvicornThread, inner_app
 
     pool = AsyncConnectionPool(pooled_url, min_size=2, max_size=6, timeout=10, open=False,
                                kwargs={"prepare_threshold": None}, name="pgbouncer")
@@ -245,9 +245,9 @@ def test_the_node_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     """examples/express_gateway.js (a pg.Pool of 10 over PgBouncer's 3 server connections).
     pg sends every query as the unnamed statement (Parse/Bind without a name), which
     transaction pooling carries: no setting is needed on the Node side."""
-    from tests.test_asgi_examples import EXAMPLES, Process, _node
+    from tests.servers import EXAMPLES, Process, node_binary
 
-    gateway = Process([_node(), str(EXAMPLES / "express_gateway.js")],
+    gateway = Process([node_binary(), str(EXAMPLES / "express_gateway.js")],
                       {**os.environ, "DATABASE_URL": pooled_url, "PORT": "0"})
     tokens = [make_token(conn, "3 days", token_type="API", tenant="node") for _ in range(3)]
     try:

@@ -22,6 +22,8 @@ import psycopg
 import pytest
 
 from pyvault_tokens.store import TokenStore
+from tests.harness import password_login
+from tests.polling import wait_for
 from tests.tokens import make_token
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
@@ -42,42 +44,9 @@ def refresher_url(db_url: str) -> str:
     return psycopg.conninfo.make_conninfo(db_url, user="refresher_test")
 
 
-def password_login(cluster, db_url: str, role: str, password: str, group: str) -> str:
-    """A login that must give its password (scram-sha-256, by a pg_hba.conf line for this
-    role alone; the test cluster trusts everyone else), as a postgresql:// URL."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN IN ROLE {group};"
-                     f" EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
-        hba = Path(cluster.pg.base_dir) / "data" / "pg_hba.conf"
-        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
-        if line not in hba.read_text():
-            hba.write_text(line + hba.read_text())
-            conn.execute("SELECT pg_reload_conf()")
-    params = psycopg.conninfo.conninfo_to_dict(db_url)
-    url = f"postgresql://{role}:{password}@127.0.0.1:{params['port']}/{params['dbname']}"
-    _wait_for(lambda: _can_connect(url), what="pg_hba.conf reloaded")
-    return url
-
-
-def _can_connect(url: str) -> bool:
-    try:
-        psycopg.connect(url).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
 def _valid(conn, token: str) -> bool:
     return conn.execute("SELECT is_valid FROM auth.validate_production_api_token(%s)",
                         (token,)).fetchone()[0]
-
-
-def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 # The refresher CLI in a process that dies (SIGKILL) at its first store write after a
@@ -147,10 +116,10 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
                              refresher_url, "--sweep-interval", "3600"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: store.get("rotate").token != rotate, what="the ROTATE token")
+        wait_for(lambda: store.get("rotate").token != rotate, what="the ROTATE token")
         new = store.get("rotate").token
         assert _valid(conn, new), "the stored successor works"
-        _wait_for(lambda: store.get("extend").expires_at is not None, what="the EXTEND expiry")
+        wait_for(lambda: store.get("extend").expires_at is not None, what="the EXTEND expiry")
         assert store.get("extend").token == extend, "EXTEND keeps the secret"
         assert store.get("idle").token == idle, "a token that is not due is left alone"
 
@@ -160,7 +129,7 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
         batch = conn.execute("SELECT details FROM auth.refresh_expiring_tokens_batch()"
                              ).fetchone()[0]
         assert batch["counts"]["enqueued"] >= 1
-        _wait_for(lambda: store.get("idle").token != idle, what="the enqueued token")
+        wait_for(lambda: store.get("idle").token != idle, what="the enqueued token")
         assert _valid(conn, store.get("idle").token)
         pending = conn.execute(
             "SELECT o.processed_at IS NOT NULL, o.outcome FROM auth.token_refresh_outbox AS o"
@@ -249,8 +218,8 @@ def test_database_errors_are_retried_not_fatal(tmp_path):
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
-    _wait_for(lambda: sum("database unavailable" in line for line in lines) >= 2,
-              timeout=30, what="two retries")
+    wait_for(lambda: sum("database unavailable" in line for line in lines) >= 2,
+             timeout=30, what="two retries")
     assert proc.poll() is None, "the service must keep retrying"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
@@ -300,8 +269,8 @@ def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, d
         return [e for e in map(json.loads, list(lines)) if e["event"] == "sweep done"]
 
     try:
-        _wait_for(lambda: sweeps() and any('"listening"' in x for x in lines),
-                  what="the first sweep and the listener")
+        wait_for(lambda: sweeps() and any('"listening"' in x for x in lines),
+                 what="the first sweep and the listener")
         conn.execute("DO $$ BEGIN CREATE ROLE flood_nobody LOGIN;"
                      " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         forger_url = psycopg.conninfo.make_conninfo(db_url, user="flood_nobody")
@@ -309,10 +278,10 @@ def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, d
             started = time.monotonic()
             for _ in range(100):
                 forger.execute("NOTIFY pyvault_token_refresh, 'forged'")
-                time.sleep(0.02)
+                time.sleep(0.02)  # a flood spread over ~2 s: the service's rate limit is real time
             flood = time.monotonic() - started
-        _wait_for(lambda: sum(s["notifications"] for s in sweeps()) == 100, timeout=10,
-                  what="every notification answered")
+        wait_for(lambda: sum(s["notifications"] for s in sweeps()) == 100, timeout=10,
+                 what="every notification answered")
         woken = [s for s in sweeps() if s["trigger"] == "notify"]
         assert 1 <= len(woken) <= flood / 1.0 + 2, (flood, woken)
     finally:
@@ -339,7 +308,9 @@ def test_no_listen_sweeps_without_a_listener_and_a_bad_listen_url_is_refused(tmp
                              refresher_url, "--sweep-interval", "3600", "--no-listen"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: TokenStore(path).get("svc").token != token, what="the start sweep")
+        wait_for(lambda: TokenStore(path).get("svc").token != token, what="the start sweep")
+        # An absence cannot be polled for: a listener, if one were started, says
+        # "listening" within milliseconds of the start; half a second is its window.
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)

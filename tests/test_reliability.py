@@ -237,7 +237,7 @@ def test_64_callers_on_many_tokens_while_the_batch_job_runs(conn, db_url, storm_
                 job_runs.append(1)
                 if workers_done.is_set():
                     return
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing: the job runs beside the workers, not instead of them
 
     job_thread = threading.Thread(target=batch_job)
     job_thread.start()

@@ -26,10 +26,8 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -44,6 +42,7 @@ from starlette.routing import Route
 
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from tests.harness import prepare_database
+from tests.servers import closed_port
 from tests.tokens import make_token
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
@@ -142,7 +141,7 @@ def test_no_token_in_tables_results_notifications_notices_or_the_server_log(clus
         successor = call("SELECT * FROM auth.validate_and_refresh_api_token(%s)",
                          issued["reuse"])[0]["new_token"]
         call("SELECT * FROM auth.validate_production_api_token(%s)", successor)
-        time.sleep(1.2)
+        c.execute("SELECT tests.advance_clock('2 seconds')")  # past the 1 s grace
         reused = call("SELECT * FROM auth.validate_and_refresh_api_token(%s)", issued["reuse"])
         assert reused[0]["refresh_reason"] == "REUSE_DETECTED"
         # A refresh that fails on a lock timeout: its error is recorded in an event.
@@ -237,12 +236,6 @@ def test_cli_demo_and_token_commands_print_no_token(cluster):
 
 # -- the middleware -----------------------------------------------------------------------
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _endpoint(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
@@ -261,7 +254,7 @@ def test_middleware_logs_no_token(conn, db_url, caplog):
     async def scenario() -> None:
         app = Starlette(routes=[Route("/", _endpoint)])
         async with AsyncConnectionPool(db_url, min_size=1, max_size=4, timeout=5) as pool, \
-                AsyncConnectionPool(f"host=127.0.0.1 port={_closed_port()} user=nobody"
+                AsyncConnectionPool(f"host=127.0.0.1 port={closed_port()} user=nobody"
                                     " dbname=nothing connect_timeout=1", min_size=0,
                                     max_size=1, timeout=1) as down:
             plain = TokenRefreshMiddleware(app, pool)
@@ -295,7 +288,8 @@ def test_middleware_logs_no_token(conn, db_url, caplog):
             await get(unavailable, far)                           # 503
             successor = (await get(plain, reuse)).headers["x-new-token"]
             await get(plain, successor)
-            await asyncio.sleep(1.2)
+            async with pool.connection() as c:                # past the 1 s grace
+                await c.execute("SELECT tests.advance_clock('2 seconds')")
             await get(explained, reuse)                           # reuse: family revoked
             await get(explained, successor)
 
