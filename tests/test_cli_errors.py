@@ -208,7 +208,7 @@ def test_store_troubles_are_one_line(command, trouble, db_url, tmp_path):
 
 
 def test_migrate_refused_is_one_line_exit_2(monkeypatch):
-    def refuse(url):
+    def refuse(url, role_prefix=None):
         raise MigrateRefused("migrate refused, nothing was changed: role x may create objects"
                              " in schema public (run: REVOKE CREATE ON SCHEMA public FROM x)")
 

@@ -68,13 +68,13 @@ def test_a_revoke_committed_while_waiting_is_honoured(conn, db_url):
             waiter = threading.Thread(target=call)
             waiter.start()
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # until the caller waits for the row lock
+            waiting = 0
+            while not waiting:  # until the caller waits for the row lock
+                assert time.monotonic() < deadline, "the call never waited for the row"
+                time.sleep(0.02)
                 waiting = conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                     " AND query LIKE '%%validate_and_refresh%%'").fetchone()[0]
-                if waiting:
-                    break
-                time.sleep(0.02)
             admin.commit()
             waiter.join(10)
     finally:

@@ -144,15 +144,22 @@ def test_no_token_in_tables_results_notifications_notices_or_the_server_log(clus
         c.execute("SELECT tests.advance_clock('2 seconds')")  # past the 1 s grace
         reused = call("SELECT * FROM auth.validate_and_refresh_api_token(%s)", issued["reuse"])
         assert reused[0]["refresh_reason"] == "REUSE_DETECTED"
-        # A refresh that fails on a lock timeout: its error is recorded in an event.
+        # A refresh that meets a locked row (REFRESH_BUSY), and one that fails: its error
+        # is recorded in an event.
         with psycopg.connect(db_url) as holder:
             holder.execute("SELECT 1 FROM auth.api_token_bridge WHERE token_hash ="
                            " sha256(convert_to(%s, 'UTF8')) FOR UPDATE", (issued["locked"],))
-            c.execute("SET lock_timeout = '100ms'")
+            busy = call("SELECT * FROM auth.validate_and_refresh_api_token(%s)",
+                        issued["locked"])
+            holder.rollback()
+        assert busy[0]["refresh_reason"] == "REFRESH_BUSY"
+        c.execute("ALTER TABLE auth.token_refresh_event ADD CONSTRAINT test_no_rotation"
+                  " CHECK (outcome <> 'ROTATED') NOT VALID")
+        try:
             failed = call("SELECT * FROM auth.validate_and_refresh_api_token(%s)",
                           issued["locked"])
-            c.execute("RESET lock_timeout")
-            holder.rollback()
+        finally:
+            c.execute("ALTER TABLE auth.token_refresh_event DROP CONSTRAINT test_no_rotation")
         assert failed[0]["refresh_reason"] == "REFRESH_FAILED"
         # Read-only: refresh deferred.
         with c.transaction():
