@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 from pyvault_tokens.embedded import PG_BIN, SERVER_USER, start_cluster
 from tests.harness import prepare_database
 from tests.profile import profile
-from tests.tokens import make_token, successors
+from tests.tokens import assert_one_successor, make_token, successors
 
 STORM_CONNECTIONS = 64                      # the test cluster allows 200
 ONE_TOKEN_ROUNDS = profile(3, 50)
@@ -149,16 +149,9 @@ def test_64_callers_on_one_near_expiry_token_get_one_successor(conn, storm_conns
         results, errors = run_at_once(
             storm_conns, lambda c, t=token: c.execute(VALIDATE_AND_REFRESH, (t,)).fetchone())
         assert errors == [], f"round {round_no}: {errors[:3]}"
-        assert all(r["is_valid"] for r in results), f"round {round_no}: a call was refused"
-        assert all(r["was_refreshed"] for r in results), f"round {round_no}"
-        new_tokens = {r["new_token"] for r in results}
-        assert len(new_tokens) == 1 and None not in new_tokens, f"round {round_no}: {new_tokens}"
-        reasons = [r["refresh_reason"] for r in results]
-        assert reasons.count("EXPIRING_SOON") == 1, reasons
-        assert set(reasons) <= {"EXPIRING_SOON", "ALREADY_REFRESHED"}, reasons
+        successor = assert_one_successor(results, storm_conns[0], token)
         assert successors(conn, token) == 1
-        assert len({r["expires_at"] for r in results}) == 1, "one successor, one expiry"
-        assert conn.execute(VALIDATE, (new_tokens.pop(),)).fetchone()[0] is True
+        assert conn.execute(VALIDATE, (successor,)).fetchone()[0] is True
     assert_invariants(conn)
 
 
@@ -174,8 +167,11 @@ def _storm_worker(conn: psycopg.Connection, tokens: list[tuple[str, str]], seed:
         try:
             if op == "validate_and_refresh":
                 r = conn.execute(VALIDATE_AND_REFRESH, (token,)).fetchone()
+                # REFRESH_BUSY: the batch job held the row longer than refresh_lock_wait;
+                # the token is valid and a later use refreshes it.
                 ok = r["is_valid"] and r["refresh_reason"] in {
-                    "NO_REFRESH_NEEDED", "EXPIRING_SOON", "EXPIRY_EXTENDED", "ALREADY_REFRESHED"}
+                    "NO_REFRESH_NEEDED", "EXPIRING_SOON", "EXPIRY_EXTENDED", "ALREADY_REFRESHED",
+                    "REFRESH_BUSY"}
             elif op == "refresh":
                 force = rng.random() < 0.25
                 r = conn.execute(REFRESH, (token, None, force)).fetchone()

@@ -159,8 +159,23 @@ BEGIN
             refresh_reason := v_reason;
             message := v_error;
         ELSIF v_reason = 'REFRESH_BUSY' THEN
-            refresh_reason := v_reason;
-            message := 'Token valid; refresh is due but its row is locked by another transaction';
+            -- The holder is often a concurrent refresh of this very token (callers queue
+            -- on its row): read the row as committed now, without a lock, and hand out
+            -- the successor it may have left.
+            SELECT b.* INTO v_token FROM auth.api_token_bridge AS b
+            WHERE b.token_hash = v_token.token_hash;
+            IF v_token.successor_secret IS NOT NULL AND NOT v_token.is_revoked THEN
+                new_token := auth._successor_token(v_token.successor_secret, p_token);
+                SELECT b.expires_at INTO expires_at
+                FROM auth.api_token_bridge AS b
+                WHERE b.api_token_hk = v_token.successor_hk;
+                was_refreshed := TRUE;
+                refresh_reason := 'ALREADY_REFRESHED';
+                message := 'Token valid; it was refreshed already, use the new token';
+            ELSE
+                refresh_reason := v_reason;
+                message := 'Token valid; refresh is due but its row is locked by another transaction';
+            END IF;
         ELSIF v_reason = 'REFRESH_DEFERRED_SNAPSHOT' THEN
             refresh_reason := v_reason;
             message := 'Token valid; it changed since this transaction''s snapshot, so the refresh waits';
