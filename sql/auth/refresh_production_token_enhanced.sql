@@ -48,7 +48,7 @@ BEGIN
                 pg_catalog.make_interval(days => p_threshold_days),
                 coalesce(p_force, FALSE),
                 coalesce(p_trigger, CASE WHEN p_force THEN 'FORCED' ELSE 'ON_DEMAND' END),
-                -- Inside SECURITY DEFINER current_user is the owner; the login is session_user.
+                -- In a definer-rights function current_user is the owner; the login is session_user.
                 p_force_limited => NOT pg_catalog.pg_has_role(SESSION_USER, auth._role('admin'), 'USAGE')
             );
         EXCEPTION WHEN serialization_failure THEN
