@@ -112,7 +112,9 @@ BEGIN
     -- 6. Lineage
     SELECT pg_catalog.jsonb_build_object(
         'generation', v_token.generation,
-        'family_size', pg_catalog.count(*),
+        -- spent tokens (rotated, moved out of the bridge by the pruning) belong to it too
+        'family_size', pg_catalog.count(*) + (SELECT pg_catalog.count(*) FROM auth.spent_token AS st
+                                              WHERE st.family_hk = v_token.family_hk),
         'family_live', pg_catalog.count(*) FILTER (
             WHERE NOT f.is_revoked AND f.valid_until > pg_catalog.now()),
         'family_started_at', v_token.family_started_at,
