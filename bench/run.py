@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ SCRIPTS = BENCH_DIR / "pgbench"
 RECORD_SOURCE = "pyvault:bench"
 DATABASE = "pyvault_bench"
 
-out = Console(width=None if sys.stdout.isatty() else 190, highlight=False)
+out = Console(width=None if sys.stdout.isatty() else 250, highlight=False)
 log = Console(stderr=True, highlight=False)
 
 
@@ -489,6 +490,7 @@ class Run:
     bridge_updates: tuple[int, int] | None = None  # (all, HOT)
     wal: tuple[int, int, int] | None = None  # (records, full-page images, bytes), cluster-wide
     rotated: int | None = None
+    cpu_s: tuple[float, float] | None = None  # (the backends', pgbench's) CPU seconds
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies_us:
@@ -538,6 +540,83 @@ def pgbench(url: str, script: str, clients: int, defines: dict[str, int], *,
                    latencies_us=latencies)
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
+
+
+class CpuMeter:
+    """CPU seconds of the run's backends and of pgbench, whatever else the machine runs.
+
+    Experimental, kept in results.json only: consistent in quick runs, but on the full
+    data set some runs still get their backends' CPU attributed to the next run (0 for
+    one row, double for the next), so the table does not show it yet.
+
+    The postmaster reaps every backend that exits, so its children's CPU time
+    (cutime + cstime in /proc/<postmaster>/stat) grows by the CPU of each pgbench
+    connection once it is gone; pgbench's own is this process's children's. Wall-clock
+    TPS moves with other work on the machine; CPU per call much less. Needs the server's
+    data directory to be readable here (the embedded cluster; else None). An autovacuum
+    worker that exits during a run is counted with the backends.
+    """
+
+    def __init__(self, conn: psycopg.Connection):
+        self.stat = None
+        try:
+            data_dir = counter(conn, "SHOW data_directory")
+            pid = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+            self.stat = Path(f"/proc/{pid}/stat")
+            self.stat.read_text()
+            self.pid = pid
+            self.own = conn.info.backend_pid
+        except (psycopg.Error, OSError, ValueError, IndexError):
+            self.stat = None
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.children = 0
+
+    def _children(self) -> int:
+        """The postmaster's client backends, ours aside (not its background processes
+        nor autovacuum workers), and its children that exited but are not reaped yet."""
+        n = 0
+        for proc in glob.glob("/proc/[0-9]*"):
+            try:
+                state, ppid = Path(proc, "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) != self.pid or int(os.path.basename(proc)) == self.own:
+                    continue
+                if state == "Z":  # exited, not reaped yet (and its title is gone)
+                    n += 1
+                    continue
+                title = Path(proc, "cmdline").read_bytes().decode(errors="replace")
+                if f" {DATABASE} " in title or "[local]" in title or "127.0.0.1(" in title:
+                    n += "autovacuum" not in title
+            except (OSError, ValueError, IndexError):
+                pass
+        return n
+
+    def now(self) -> tuple[float, float] | None:
+        if self.stat is None:
+            return None
+        fields = self.stat.read_text().rsplit(")", 1)[1].split()
+        backends = (int(fields[13]) + int(fields[14])) / self.tick  # cutime, cstime
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return backends, own.ru_utime + own.ru_stime
+
+    def start(self) -> tuple[float, float] | None:
+        """Before a run: the CPU so far, and how many children the postmaster has."""
+        if self.stat is None:
+            return None
+        self.children = self._children()
+        return self.now()
+
+    def delta(self, before: tuple[float, float] | None) -> tuple[float, float] | None:
+        if before is None:
+            return None
+        # A backend leaves pg_stat_activity before it exits, and counts here only once
+        # the postmaster has reaped it: wait until it has as many children as before.
+        deadline = time.monotonic() + 10
+        while self._children() > self.children and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = self.now()
+        if before is None or after is None:
+            return None
+        return after[0] - before[0], after[1] - before[1]
 
 
 def counter(conn: psycopg.Connection, sql: str, *args) -> int:
@@ -706,6 +785,11 @@ class Result:
             "tps": best, "tps_min": min(tps), "tps_max": best, "tps_runs": tps,
             "p50_ms": min(p50) if p50 else None, "p99_ms": min(p99) if p99 else None,
             "ratio_to_limit": best / lim if lim else None,
+            # Each repetition's ratio (the rows of one repetition run minutes apart at most):
+            # steadier than best over best when other work comes and goes.
+            "ratio_to_limit_per_rep": [r.tps / lr.tps for r, lr in
+                                       zip(self.runs, limit.runs, strict=False)]
+            if limit else None,
             "net_us_over_driver": net,
             "net_cost_x_limit": net / net_limit if net is not None and net_limit
             and net_limit > 0 and self.row.id != DRIVER_ID else None,
@@ -716,6 +800,13 @@ class Result:
         if writes:
             d["rows_written_per_1k_calls"] = max(
                 w * 1000 / r.transactions for w, r in zip(writes, self.runs, strict=False))
+        timed = [r for r in self.runs if r.cpu_s]
+        if timed:
+            # the run with the least backend CPU per call, and every run's
+            d["backend_cpu_us_per_call"] = min(r.cpu_s[0] * 1e6 / r.transactions for r in timed)
+            d["pgbench_cpu_us_per_call"] = min(r.cpu_s[1] * 1e6 / r.transactions for r in timed)
+            d["backend_cpu_us_per_call_runs"] = [r.cpu_s[0] * 1e6 / r.transactions
+                                                 for r in timed]
         walled = [r for r in self.runs if r.wal and r.writes]
         if walled:
             def per_call(r: Run) -> dict:
@@ -811,7 +902,7 @@ def render(rows: list[dict], batch: dict, size: dict, tgts: list[dict], plan: Pl
              f"{settings.get('synchronous_commit')}, pgbench over {meta['pgbench_connection']}, "
              f"load {meta['machine']['loadavg_at_start'][0]:.1f}")
     table = Table(title=title, title_justify="left")
-    table.add_column("row")
+    table.add_column("row", no_wrap=True)
     table.add_column("clients", justify="right")
     table.add_column("TPS", justify="right")
     table.add_column("spread (min–max)", justify="right")
@@ -826,8 +917,6 @@ def render(rows: list[dict], batch: dict, size: dict, tgts: list[dict], plan: Pl
             table.add_row()
         prev = r["id"]
         notes = []
-        if r.get("net_cost_x_limit") is not None:
-            notes.append(f"{r['net_cost_x_limit']:.1f}× the probe's net cost")
         if "rows_written_per_1k_calls" in r:
             notes.append(f"{r['rows_written_per_1k_calls']:,.0f} rows written/1k")
         if "wal_per_call" in r:
@@ -884,6 +973,7 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
         results: dict[tuple[str, int], Result] = {}
         warnings: list[str] = []
         profiler = Profiler(conn, plan.profile)
+        cpu = CpuMeter(conn)
         profiles: dict[str, list[dict]] = {}
         rot_next = ranges["rotate"][0]
         read_rows = [r for r in READ_ROWS if not r.writes]
@@ -897,12 +987,14 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                                      "AS h WHERE b.token_hash = h.token_hash")
                     first, last = ranges[row.kind]
                     before = writes_now(conn)
+                    cpu0 = cpu.start()
                     log.print(f"  rep {rep + 1}/{plan.reps}  {clients} clients  {row.id} ...",
                               end="")
                     run = pgbench(bench_url, row.script, clients,
                                   {"first": first, "last": last},
                                   duration=plan.duration, sampling_rate=plan.sampling_rate)
                     after = writes_now(conn)
+                    run.cpu_s = cpu.delta(cpu0)
                     run.writes = after[0] - before[0]
                     run.bridge_updates = (after[1] - before[1], after[2] - before[2])
                     run.wal = tuple(a - b for a, b in zip(after[3:], before[3:], strict=True))
@@ -913,6 +1005,7 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                     last_event = counter(
                         conn, "SELECT coalesce(max(event_id), 0) FROM auth.token_refresh_event")
                     before = writes_now(conn)
+                    cpu0 = cpu.start()
                     log.print(f"  rep {rep + 1}/{plan.reps}  {clients} clients  {row.id} ...",
                               end="")
                     profiler.reset()
@@ -920,6 +1013,7 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
                                   {"base": rot_next, "per_client": per_client, "n": 0},
                                   transactions=per_client)
                     after = writes_now(conn)
+                    run.cpu_s = cpu.delta(cpu0)
                     if rep == 0 and (prof := profiler.take(run.transactions)):
                         profiles[f"{row.id}, {clients} clients"] = prof
                     run.writes = after[0] - before[0]
@@ -963,6 +1057,14 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
             if res:
                 rows.append(res.as_dict(results.get((LIMIT_ID, clients)),
                                         results.get((DRIVER_ID, clients))))
+    # Backend CPU per call as a multiple of the LIMIT probe's, at the same client count:
+    # the ratio least moved by other work on the machine.
+    lim_cpu = {r["clients"]: r.get("backend_cpu_us_per_call") for r in rows
+               if r["id"] == LIMIT_ID}
+    for r in rows:
+        base = lim_cpu.get(r["clients"])
+        mine = r.get("backend_cpu_us_per_call")
+        r["backend_cpu_x_limit"] = mine / base if mine and base else None
     tgts = targets(rows, batch, plan, meta["postgres"]["settings"].get("fsync") == "off")
     render(rows, batch, size, tgts, plan, meta)
     for name, prof in profiles.items():

@@ -1,7 +1,8 @@
 """`bench/run.py --quick` runs end to end on a fresh database.
 
-Speed is never asserted, not even as a ratio: the suite shares two cores with other work.
-What is checked is that every row ran and that the batch handled what it found."""
+No timing is asserted, not even as a ratio: the suite shares two cores with other work.
+What is checked is that every row ran, that the read rows wrote nothing, that every
+rotation call rotated, and that both batch forms handled what they found."""
 
 from __future__ import annotations
 
