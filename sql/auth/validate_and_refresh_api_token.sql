@@ -27,6 +27,7 @@ DECLARE
     v_refreshed boolean := FALSE;
     v_reason text;
     v_lock_timeout text;
+    v_hand_out boolean := FALSE;
 BEGIN
     is_valid := FALSE;
     was_refreshed := FALSE;
@@ -73,14 +74,7 @@ BEGIN
     END IF;
 
     IF v_token.successor_secret IS NOT NULL THEN
-        -- Rotated already and still in grace: hand out the same successor again.
-        new_token := auth._successor_token(v_token.successor_secret, p_token);
-        SELECT b.expires_at INTO expires_at
-        FROM auth.api_token_bridge AS b
-        WHERE b.api_token_hk = v_token.successor_hk;
-        was_refreshed := TRUE;
-        refresh_reason := 'ALREADY_REFRESHED';
-        message := 'Token valid; it was refreshed already, use the new token';
+        v_hand_out := TRUE;  -- rotated already and still in grace: the same successor again
     ELSIF v_token.predecessor_hk IS NOT NULL AND v_token.last_used_at IS NULL
           AND pg_catalog.current_setting('transaction_read_only')::boolean THEN
         -- A successor's first use starts its predecessor's grace window, and only the
@@ -165,13 +159,7 @@ BEGIN
             SELECT b.* INTO v_token FROM auth.api_token_bridge AS b
             WHERE b.token_hash = v_token.token_hash;
             IF v_token.successor_secret IS NOT NULL AND NOT v_token.is_revoked THEN
-                new_token := auth._successor_token(v_token.successor_secret, p_token);
-                SELECT b.expires_at INTO expires_at
-                FROM auth.api_token_bridge AS b
-                WHERE b.api_token_hk = v_token.successor_hk;
-                was_refreshed := TRUE;
-                refresh_reason := 'ALREADY_REFRESHED';
-                message := 'Token valid; it was refreshed already, use the new token';
+                v_hand_out := TRUE;
             ELSE
                 refresh_reason := v_reason;
                 message := 'Token valid; refresh is due but its row is locked by another transaction';
@@ -183,6 +171,17 @@ BEGIN
             refresh_reason := 'REFRESH_FAILED';
             message := 'Token valid but refresh failed: ' || coalesce(v_error, 'unknown error');
         END IF;
+    END IF;
+    IF v_hand_out THEN
+        -- The successor kept for this token (found on the first read, or on the re-read
+        -- after a lock wait): every caller that presents the predecessor gets the same one.
+        new_token := auth._successor_token(v_token.successor_secret, p_token);
+        SELECT b.expires_at INTO expires_at
+        FROM auth.api_token_bridge AS b
+        WHERE b.api_token_hk = v_token.successor_hk;
+        was_refreshed := TRUE;
+        refresh_reason := 'ALREADY_REFRESHED';
+        message := 'Token valid; it was refreshed already, use the new token';
     END IF;
     RETURN NEXT;
 END;
