@@ -154,21 +154,6 @@ class Process:
         return "\n".join(self.lines)
 
 
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("`node` is not on PATH: the Node client and its example need Node.js 20+",
-                    pytrace=False)
-    modules = NODE_DIR / "node_modules"
-    if not ((modules / "pg").is_dir() and (modules / "express").is_dir()):
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("`npm` is not on PATH (needed to install clients/node)", pytrace=False)
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                       capture_output=True, timeout=600)
-    return node
-
-
 def node_binary() -> str:
     node = shutil.which("node")
     if node is None:
