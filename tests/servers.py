@@ -6,6 +6,7 @@ other: tests/test_test_suite_rules.py checks it).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -18,6 +19,7 @@ from typing import Annotated
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -65,6 +67,42 @@ class UvicornThread:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+# -- pools and requests ------------------------------------------------------------------
+
+class CountingPool:
+    """Counts connection checkouts: one per validation query."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self.count = 0
+
+    def connection(self, *args, **kwargs):
+        self.count += 1
+        return self.pool.connection(*args, **kwargs)
+
+
+def pool_lifespan(*pools: AsyncConnectionPool):
+    """A Starlette lifespan that opens the pools at startup, in order, and closes them at
+    shutdown. A pool is opened waiting for its min_size connections; one with min_size 0
+    (aimed at a closed port, say) has none to wait for and is opened without waiting."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        for pool in pools:
+            await pool.open(wait=pool.min_size > 0)
+        try:
+            yield
+        finally:
+            for pool in pools:
+                await pool.close()
+
+    return lifespan
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 # -- the test app ------------------------------------------------------------------------

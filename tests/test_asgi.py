@@ -25,7 +25,14 @@ from starlette.routing import Mount
 from pyvault_tokens.asgi import TokenRefreshMiddleware, requires_scope
 from pyvault_tokens.client import RefreshingTokenAuth
 from pyvault_tokens.store import TokenStore
-from tests.servers import UvicornThread, closed_port, inner_app
+from tests.servers import (
+    CountingPool,
+    UvicornThread,
+    bearer,
+    closed_port,
+    inner_app,
+    pool_lifespan,
+)
 from tests.tokens import make_token, successors
 
 INVALID_BODY = b'{"error":"invalid_token"}'
@@ -35,18 +42,6 @@ UNAVAILABLE_BODY = b'{"error":"temporarily_unavailable"}'
 JSON_TYPE = "application/json; charset=utf-8"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TOKEN_RE = re.compile(r"^ovt_prod_[0-9a-f]{64}$")
-
-
-class CountingPool:
-    """Counts connection checkouts: one per validation query."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self.pool = pool
-        self.count = 0
-
-    def connection(self, *args, **kwargs):
-        self.count += 1
-        return self.pool.connection(*args, **kwargs)
 
 
 # Connection options that make a pool behave like a hot standby's.
@@ -69,17 +64,7 @@ class Site:
         self.replica = CountingPool(self.replica_pool)
         inner = inner_app()
         mw = TokenRefreshMiddleware
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app):
-            await self.primary_pool.open(wait=True)
-            await self.replica_pool.open(wait=True)
-            await self.down_pool.open(wait=False)
-            try:
-                yield
-            finally:
-                for pool in (self.primary_pool, self.replica_pool, self.down_pool):
-                    await pool.close()
+        lifespan = pool_lifespan(self.primary_pool, self.replica_pool, self.down_pool)
 
         self.app = Starlette(routes=[
             Mount("/plain", mw(inner, self.primary, exempt_paths=("/health",))),
@@ -126,10 +111,6 @@ def reject_reuse_for_api(conn: psycopg.Connection) -> Iterator[None]:
         yield
     finally:
         conn.execute("SELECT auth.set_refresh_policy('API', p_reuse_action => %s)", (saved,))
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # -- refresh, end to end -----------------------------------------------------------------

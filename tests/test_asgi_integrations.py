@@ -38,29 +38,13 @@ from pyvault_tokens.fastapi import (
     token_auth,
 )
 from pyvault_tokens.request_metrics import request_metrics
-from tests.servers import UvicornThread, closed_port
+from tests.servers import CountingPool, UvicornThread, bearer, closed_port, pool_lifespan
 from tests.tokens import make_token
 
 INVALID_BODY = b'{"error":"invalid_token"}'
 UNAUTHORIZED_BODY = b'{"error":"unauthorized"}'
 SCOPE_BODY = b'{"error":"insufficient_scope"}'
 ORIGIN = "https://app.example"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-class CountingPool:
-    """Counts validation queries (connection checkouts)."""
-
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self.pool = pool
-        self.count = 0
-
-    def connection(self, *args, **kwargs):
-        self.count += 1
-        return self.pool.connection(*args, **kwargs)
 
 
 # -- the apps ------------------------------------------------------------------------------
@@ -127,17 +111,8 @@ def client_for(db_url: str, *, cors: str | None = None, expose: tuple[str, ...] 
     pool = AsyncConnectionPool(pool_url or db_url, min_size=1 if pool_url is None else 0,
                                max_size=4, timeout=1 if pool_url else 5, open=False)
     counting = CountingPool(pool)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await pool.open(wait=pool_url is None)
-        try:
-            yield
-        finally:
-            await pool.close()
-
     app = fastapi_app()
-    app.router.lifespan_context = lifespan
+    app.router.lifespan_context = pool_lifespan(pool)
     options.setdefault("exempt_paths", ("/openapi.json", "/docs"))
     cors_options = {"allow_origins": [ORIGIN], "allow_methods": ["GET", "POST"],
                     "allow_headers": ["authorization", "content-type"],

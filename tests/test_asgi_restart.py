@@ -35,7 +35,7 @@ from pyvault_tokens import api
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from pyvault_tokens.embedded import EmbeddedPostgresql, start_cluster
 from pyvault_tokens.migrate import migrate
-from tests.servers import UvicornThread
+from tests.servers import UvicornThread, bearer, pool_lifespan
 
 POOL_SIZE = 8
 
@@ -76,16 +76,7 @@ async def whoami(request: Request) -> JSONResponse:
 def serve(url: str, **pool_options) -> Iterator[tuple[str, AsyncConnectionPool]]:
     pool = AsyncConnectionPool(url, min_size=POOL_SIZE, max_size=POOL_SIZE, timeout=10,
                                open=False, **pool_options)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await pool.open(wait=True)
-        try:
-            yield
-        finally:
-            await pool.close()
-
-    app = Starlette(routes=[Route("/me", whoami)], lifespan=lifespan)
+    app = Starlette(routes=[Route("/me", whoami)], lifespan=pool_lifespan(pool))
     app.add_middleware(TokenRefreshMiddleware, pool=pool, registry=False)
     with UvicornThread(app) as server:
         yield server.url, pool
@@ -96,7 +87,7 @@ def burst(url: str, token: str, n: int) -> list[int]:
         async with httpx.AsyncClient(base_url=url, timeout=20,
                                      limits=httpx.Limits(max_connections=n)) as client:
             answers = await asyncio.gather(*(client.get(
-                "/me", headers={"Authorization": f"Bearer {token}"}) for _ in range(n)))
+                "/me", headers=bearer(token)) for _ in range(n)))
         return [r.status_code for r in answers]
 
     return asyncio.run(go())
@@ -119,11 +110,11 @@ def test_no_request_fails_once_the_database_is_back(own_cluster, caplog) -> None
         held.close()
 
         started = time.monotonic()
-        statuses = [http.get("/me", headers={"Authorization": f"Bearer {fresh}"}).status_code
+        statuses = [http.get("/me", headers=bearer(fresh)).status_code
                     for _ in range(POOL_SIZE)]
         assert statuses == [200] * POOL_SIZE, statuses
         assert time.monotonic() - started < 5, "no request waited out a pool timeout"
-        rotated = http.get("/me", headers={"Authorization": f"Bearer {due}"})
+        rotated = http.get("/me", headers=bearer(due))
         assert rotated.status_code == 200 and rotated.headers["x-new-token"]
 
         restart(pg)  # again, now with requests arriving all at once

@@ -196,27 +196,18 @@ def test_the_asgi_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     from starlette.routing import Mount
 
     from pyvault_tokens.asgi import TokenRefreshMiddleware
-    from tests.servers import UvicornThread, inner_app
+    from tests.servers import UvicornThread, bearer, inner_app, pool_lifespan
 
     pool = AsyncConnectionPool(pooled_url, min_size=2, max_size=6, timeout=10, open=False,
                                kwargs={"prepare_threshold": None}, name="pgbouncer")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await pool.open(wait=True)
-        try:
-            yield
-        finally:
-            await pool.close()
-
     app = Starlette(routes=[Mount("/p", TokenRefreshMiddleware(inner_app(), pool))],
-                    lifespan=lifespan)
+                    lifespan=pool_lifespan(pool))
     tokens = [make_token(conn, "3 days", token_type="API", tenant="bouncer") for _ in range(4)]
 
     async def scenario(url: str) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=20) as http:
             async def get(token: str) -> httpx.Response:
-                return await http.get("/p/whoami", headers={"Authorization": f"Bearer {token}"})
+                return await http.get("/p/whoami", headers=bearer(token))
 
             first = await asyncio.gather(*(get(t) for t in tokens for _ in range(5)))
             assert [r.status_code for r in first] == [200] * 20, [r.text for r in first]
@@ -245,7 +236,7 @@ def test_the_node_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     """examples/express_gateway.js (a pg.Pool of 10 over PgBouncer's 3 server connections).
     pg sends every query as the unnamed statement (Parse/Bind without a name), which
     transaction pooling carries: no setting is needed on the Node side."""
-    from tests.servers import EXAMPLES, Process, node_binary
+    from tests.servers import EXAMPLES, Process, bearer, node_binary
 
     gateway = Process([node_binary(), str(EXAMPLES / "express_gateway.js")],
                       {**os.environ, "DATABASE_URL": pooled_url, "PORT": "0"})
@@ -256,7 +247,7 @@ def test_the_node_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
         async def scenario() -> None:
             async with httpx.AsyncClient(base_url=url, timeout=20) as http:
                 async def get(token: str) -> httpx.Response:
-                    return await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+                    return await http.get("/api/me", headers=bearer(token))
 
                 first = await asyncio.gather(*(get(t) for t in tokens for _ in range(6)))
                 assert [r.status_code for r in first] == [200] * 18, [r.text for r in first]

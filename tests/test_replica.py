@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +32,13 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pyvault_tokens.asgi import TokenRefreshMiddleware
 from pyvault_tokens.embedded import PG_BIN, SERVER_USER, EmbeddedPostgresql
 from tests.harness import prepare_database
 from tests.profile import profile
+from tests.servers import CountingPool, bearer, whoami
 from tests.tokens import make_token, successors
 
 BENCH_SECONDS = profile(3, 20)
@@ -189,17 +188,21 @@ def test_refresh_on_the_replica_is_deferred_never_an_error(replication, primary,
     assert again["refresh_reason"] == "ALREADY_REFRESHED" and again["new_token"] == new
 
 
-class CountingPool:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self.pool, self.count = pool, 0
-
-    def connection(self, *args, **kwargs):
-        self.count += 1
-        return self.pool.connection(*args, **kwargs)
-
-
-async def _whoami(request: Request) -> JSONResponse:
-    return JSONResponse(request.state.pyvault.as_dict())
+@contextlib.asynccontextmanager
+async def _middleware_client(replication, max_size: int) -> AsyncIterator[
+        tuple[httpx.AsyncClient, CountingPool, CountingPool]]:
+    """An in-process client of TokenRefreshMiddleware over a pool of the primary and one of
+    the replica, each counting its checkouts."""
+    async with AsyncConnectionPool(replication.primary_url, min_size=1, max_size=max_size,
+                                   timeout=5) as p, \
+            AsyncConnectionPool(replication.replica_url, min_size=1, max_size=max_size,
+                                timeout=5) as r:
+        prim, repl = CountingPool(p), CountingPool(r)
+        mw = TokenRefreshMiddleware(Starlette(routes=[Route("/", whoami)]), prim,
+                                    replica_pool=repl)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw),
+                                     base_url="http://api") as client:
+            yield client, prim, repl
 
 
 def test_the_middleware_validates_on_the_replica_and_refreshes_on_the_primary(
@@ -210,39 +213,31 @@ def test_the_middleware_validates_on_the_replica_and_refreshes_on_the_primary(
     seen: dict[str, object] = {}
 
     async def scenario() -> None:
-        app = Starlette(routes=[Route("/", _whoami)])
-        async with AsyncConnectionPool(replication.primary_url, min_size=1, max_size=4,
-                                       timeout=5) as p, \
-                AsyncConnectionPool(replication.replica_url, min_size=1, max_size=4,
-                                    timeout=5) as r:
-            prim, repl = CountingPool(p), CountingPool(r)
-            mw = TokenRefreshMiddleware(app, prim, replica_pool=repl)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw),
-                                         base_url="http://api") as client:
-                async def get(token: str) -> tuple[httpx.Response, int, int]:
-                    before = (prim.count, repl.count)
-                    resp = await client.get("/", headers={"Authorization": f"Bearer {token}"})
-                    return resp, prim.count - before[0], repl.count - before[1]
+        async with _middleware_client(replication, max_size=4) as (client, prim, repl):
+            async def get(token: str) -> tuple[httpx.Response, int, int]:
+                before = (prim.count, repl.count)
+                resp = await client.get("/", headers=bearer(token))
+                return resp, prim.count - before[0], repl.count - before[1]
 
-                seen["far"] = await get(far)
-                seen["near"] = await get(near)
-                new = seen["near"][0].headers["x-new-token"]
-                seen["new_before_replay"] = await get(new)
-                await asyncio.to_thread(replication.wait_for_replay)
-                seen["new_after_replay"] = await get(new)
-                seen["near_again"] = await get(near)
-                # Replay paused: a token issued now is unknown to the replica, and the
-                # middleware asks the primary before refusing it.
-                with psycopg.connect(replication.standby.url(database="postgres"),
-                                     autocommit=True) as s:
-                    s.execute("SELECT pg_wal_replay_pause()")
-                    try:
-                        fresh = await asyncio.to_thread(make_token, primary, "30 days",
-                                                        "PRODUCTION", "{api:read}", "acme",
-                                                        "mw-replica")
-                        seen["fresh_while_paused"] = await get(fresh)
-                    finally:
-                        s.execute("SELECT pg_wal_replay_resume()")
+            seen["far"] = await get(far)
+            seen["near"] = await get(near)
+            new = seen["near"][0].headers["x-new-token"]
+            seen["new_before_replay"] = await get(new)
+            await asyncio.to_thread(replication.wait_for_replay)
+            seen["new_after_replay"] = await get(new)
+            seen["near_again"] = await get(near)
+            # Replay paused: a token issued now is unknown to the replica, and the
+            # middleware asks the primary before refusing it.
+            with psycopg.connect(replication.standby.url(database="postgres"),
+                                 autocommit=True) as s:
+                s.execute("SELECT pg_wal_replay_pause()")
+                try:
+                    fresh = await asyncio.to_thread(make_token, primary, "30 days",
+                                                    "PRODUCTION", "{api:read}", "acme",
+                                                    "mw-replica")
+                    seen["fresh_while_paused"] = await get(fresh)
+                finally:
+                    s.execute("SELECT pg_wal_replay_resume()")
 
     asyncio.run(scenario())
     resp, on_primary, on_replica = seen["far"]
@@ -276,20 +271,13 @@ def test_using_the_successor_through_a_replica_starts_the_predecessors_grace(
     replication.wait_for_replay()
 
     async def scenario() -> None:
-        app = Starlette(routes=[Route("/", _whoami)])
-        async with AsyncConnectionPool(replication.primary_url, min_size=1, max_size=2,
-                                       timeout=5) as p, \
-                AsyncConnectionPool(replication.replica_url, min_size=1, max_size=2,
-                                    timeout=5) as r:
-            mw = TokenRefreshMiddleware(app, p, replica_pool=r)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw),
-                                         base_url="http://api") as client:
-                first = await client.get("/", headers={"Authorization": f"Bearer {old}"})
-                new = first.headers["x-new-token"]
-                await asyncio.to_thread(replication.wait_for_replay)
-                for _ in range(3):  # the client has switched to the new token
-                    resp = await client.get("/", headers={"Authorization": f"Bearer {new}"})
-                    assert resp.status_code == 200
+        async with _middleware_client(replication, max_size=2) as (client, _, _):
+            first = await client.get("/", headers=bearer(old))
+            new = first.headers["x-new-token"]
+            await asyncio.to_thread(replication.wait_for_replay)
+            for _ in range(3):  # the client has switched to the new token
+                resp = await client.get("/", headers=bearer(new))
+                assert resp.status_code == 200
 
     asyncio.run(scenario())
     row = primary.execute(
