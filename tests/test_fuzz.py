@@ -432,7 +432,7 @@ def test_generate_production_api_token(fz, user_hk, tenant_hk, scope, token_type
         out.assert_nothing_written("a refused generate")
         return
     row = out.rows[0]
-    assert TOKEN_RE.match(row["token"]) and len(row["api_token_hk"]) == 32
+    assert TOKEN_RE.match(row["token"]) and len(row["api_token_hk"]) == 16
     assert token_type in ("API", "PRODUCTION", "API_KEY") and scope
     assert (user_hk, tenant_hk) in ((HASH_KEYS[0], HASH_KEYS[1]), (HASH_KEYS[3], HASH_KEYS[2]))
     if isinstance(expires_in, timedelta):

@@ -23,7 +23,7 @@ DECLARE
     v_family_started_at timestamptz := coalesce(p_family_started_at, v_now);
 BEGIN
     o_token := auth._new_token_secret();
-    o_api_token_hk := pg_catalog.sha256(pg_catalog.convert_to(v_bk, 'UTF8'));
+    o_api_token_hk := auth._hash_key(pg_catalog.convert_to(v_bk, 'UTF8'));
     v_hash := pg_catalog.sha256(pg_catalog.convert_to(o_token, 'UTF8'));
 
     -- One statement, not four: each statement from PL/pgSQL pays its own executor start,
@@ -37,7 +37,7 @@ BEGIN
         INSERT INTO auth.user_token_l (
             link_user_token_hk, user_hk, api_token_hk, tenant_hk, record_source
         ) VALUES (
-            pg_catalog.sha256(p_user_hk || o_api_token_hk), p_user_hk, o_api_token_hk,
+            auth._hash_key(p_user_hk || o_api_token_hk), p_user_hk, o_api_token_hk,
             p_tenant_hk, p_record_source
         )
     ),

@@ -130,7 +130,7 @@ BEGIN
             INSERT INTO auth.token_rotation_l (
                 link_token_rotation_hk, predecessor_hk, successor_hk, tenant_hk, record_source
             ) VALUES (
-                pg_catalog.sha256(v_token.api_token_hk || v_successor.o_api_token_hk),
+                auth._hash_key(v_token.api_token_hk || v_successor.o_api_token_hk),
                 v_token.api_token_hk, v_successor.o_api_token_hk, v_token.tenant_hk, v_source
             )
         ),

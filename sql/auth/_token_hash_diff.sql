@@ -1,4 +1,5 @@
 -- The Data Vault hash_diff of a token satellite row: changes when any attribute does.
+-- 16 bytes, like the token's keys (auth._hash_key).
 -- STABLE, not IMMUTABLE: concat_ws and array_to_string are STABLE, and a function marked
 -- stricter than its body is never inlined.
 CREATE OR REPLACE FUNCTION auth._token_hash_diff(
@@ -13,7 +14,7 @@ LANGUAGE sql
 STABLE
 PARALLEL SAFE
 AS $$
-    SELECT pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.concat_ws(
+    SELECT auth._hash_key(pg_catalog.convert_to(pg_catalog.concat_ws(
         '|',
         pg_catalog.encode(p_token_hash, 'hex'),
         p_token_type,
