@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from pyvault_tokens.embedded import start_cluster
+from tests.crash import batch_runs, own_cluster, start_batch_job, wait_for_batches
 from tests.harness import CRON_DATABASE, prepare_database
 from tests.polling import wait_for
 
@@ -48,9 +47,7 @@ def test_100k_tokens_of_mixed_policies(conn):
     print(f"100k tokens, 50k due: job took {elapsed:.1f}s")
 
     conn.execute("CALL auth.refresh_expiring_tokens_job(5000)")
-    again = conn.execute("SELECT count(*) FROM auth.token_refresh_batch_run"
-                         " WHERE tokens_found > 0").fetchone()[0]
-    assert again == 10, "a second run finds nothing new to do"
+    assert batch_runs(conn) == 10, "a second run finds nothing new to do"
 
 
 def test_a_second_concurrent_run_is_skipped(conn, db_url):
@@ -86,32 +83,12 @@ def test_refresh_batch_cli_shows_a_summary(db_url, conn):
 
 def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
     """On a cluster of its own: killing a backend makes PostgreSQL restart every session."""
-    pg = start_cluster()
-    try:
-        url = pg.url(database="postgres")
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute("CREATE DATABASE crash")
-        url = prepare_database(pg.url(database="crash"))
+    with own_cluster("crash") as (pg, url):
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("SELECT tests.bulk_tokens(20000, 'API_KEY', '3 days')")
-        job = psycopg.connect(url, autocommit=True)
+        job, worker, errors = start_batch_job(url, 100)
         pid = job.info.backend_pid
-        errors: list[Exception] = []
-
-        def run():
-            try:
-                job.execute("CALL auth.refresh_expiring_tokens_job(100)")
-            except psycopg.Error as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        with psycopg.connect(url, autocommit=True) as watcher:
-            deadline = time.monotonic() + 60
-            while watcher.execute("SELECT count(*) FROM auth.token_refresh_batch_run"
-                                  " WHERE tokens_found > 0").fetchone()[0] < 3:
-                assert time.monotonic() < deadline, "the job did not get going"
-                time.sleep(0.05)
+        wait_for_batches(url, 3)
         log = Path(pg.base_dir, "EmbeddedPostgresql.log")
         ready = log.read_text(errors="replace").count(READY)
         os.kill(pid, signal.SIGKILL)
@@ -137,8 +114,6 @@ def test_sigkill_mid_run_leaves_every_token_refreshed_or_untouched():
                                   " '80 days'), tests.inconsistent_tokens()"
                                   " FROM auth.api_token_bridge").fetchone()
             assert after == (20000, 0), "a rerun completes the rest"
-    finally:
-        pg.stop()
 
 
 def _connect_after_crash(url: str, log: Path, ready: int,

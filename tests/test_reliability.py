@@ -31,8 +31,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pyvault_tokens.embedded import PG_BIN, SERVER_USER, start_cluster
-from tests.harness import prepare_database
+from pyvault_tokens.embedded import PG_BIN, SERVER_USER
+from tests.crash import batch_runs, own_cluster, start_batch_job, wait_for_batches
 from tests.profile import profile
 from tests.tokens import assert_one_successor, make_token, successors
 
@@ -375,17 +375,6 @@ def test_refresh_and_revoke_race_ends_revoked_with_no_live_successor(conn, db_ur
 
 # -- faults, each on a cluster of its own -------------------------------------------------
 
-@contextlib.contextmanager
-def own_cluster(name: str) -> Iterator[tuple[object, str]]:
-    pg = start_cluster()
-    try:
-        with psycopg.connect(pg.url(database="postgres"), autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        yield pg, prepare_database(pg.url(database=name))
-    finally:
-        pg.stop()
-
-
 def connect_when_up(url: str, timeout: float = 90) -> psycopg.Connection:
     """A connection once the server accepts them again (after crash recovery)."""
     deadline = time.monotonic() + timeout
@@ -587,30 +576,6 @@ def check_batch_after_crash(conn: psycopg.Connection, total: int, *, mid_run: bo
     assert_invariants(conn)
 
 
-def _start_batch_job(url: str) -> tuple[psycopg.Connection, threading.Thread, list]:
-    job = psycopg.connect(url, autocommit=True)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            job.execute("CALL auth.refresh_expiring_tokens_job(200)")
-        except psycopg.Error as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return job, thread, errors
-
-
-def _wait_for_batches(url: str, batches: int) -> None:
-    with psycopg.connect(url, autocommit=True) as watcher:
-        deadline = time.monotonic() + 60
-        while watcher.execute("SELECT count(*) FROM auth.token_refresh_batch_run"
-                              " WHERE tokens_found > 0").fetchone()[0] < batches:
-            assert time.monotonic() < deadline, "the job did not get going"
-            time.sleep(0.02)
-
-
 def _bulk(conn: psycopg.Connection, count: int, chunks: int = 10) -> None:
     """count bulk tokens, due now: EXTEND and ROTATE ones in alternating chunks, so that
     the batch (which works in refresh_after order) meets both kinds early on."""
@@ -628,10 +593,9 @@ def test_sigkill_of_the_batch_job_mid_run():
             with psycopg.connect(url, autocommit=True) as conn:
                 _bulk(conn, BATCH_KILL_TOKENS)
                 total += BATCH_KILL_TOKENS
-                runs = conn.execute("SELECT count(*) FROM auth.token_refresh_batch_run"
-                                    " WHERE tokens_found > 0").fetchone()[0]
-            job, thread, errors = _start_batch_job(url)
-            _wait_for_batches(url, runs + 8)
+                runs = batch_runs(conn)
+            job, thread, errors = start_batch_job(url, 200)
+            wait_for_batches(url, runs + 8)
             os.kill(job.info.backend_pid, signal.SIGKILL)
             thread.join(60)
             assert errors, f"cycle {cycle}: the killed run must fail"
@@ -656,11 +620,10 @@ def test_immediate_shutdown_mid_run_and_restart():
                 tokens = list(rotating) + extending
                 random.Random(cycle).shuffle(tokens)  # noqa: S311 - reproducible order
                 before = snapshot_expiries(conn, tokens)
-                runs = conn.execute("SELECT count(*) FROM auth.token_refresh_batch_run"
-                                    " WHERE tokens_found > 0").fetchone()[0]
+                runs = batch_runs(conn)
             loop = RotationLoop(url, tokens).start()
-            job, thread, errors = _start_batch_job(url)
-            _wait_for_batches(url, runs + 8)
+            job, thread, errors = start_batch_job(url, 200)
+            wait_for_batches(url, runs + 8)
             loop.wait_for(len(tokens) // 4)
             immediate_shutdown_and_restart(pg)
             thread.join(60)
