@@ -69,7 +69,7 @@ CREATE UNLOGGED TABLE bench.load_token (
 LOAD_TOKENS = """
 INSERT INTO bench.load_token
 SELECT g.i, %(kind)s, t.token, sha256(convert_to(t.token, 'UTF8')),
-       sha256(convert_to(x.bk, 'UTF8')), x.bk,
+       auth._hash_key(convert_to(x.bk, 'UTF8')), x.bk,
        u.user_hk, u.tenant_hk, x.token_type, %(scope)s,
        x.expires_at - p.time_to_live, x.expires_at,
        CASE WHEN x.expires_at - p.time_to_live + p.max_lifetime <= x.expires_at
@@ -94,7 +94,8 @@ INNER JOIN auth.token_refresh_policy AS p ON p.token_type = x.token_type
 INNER JOIN bench.load_user AS u ON u.n = mod(g.i, %(users)s)
 """
 
-# The same rows auth._issue_token writes: hub, user link, satellite, bridge.
+# The same rows auth._issue_token writes: hub, user link, satellite, bridge. Token and link
+# keys are auth._hash_key (16 bytes, migration 0014); tenant and user keys full sha256.
 LOAD_VAULT = [
     ("auth.api_token_h", """
 INSERT INTO auth.api_token_h (api_token_hk, api_token_bk, tenant_hk, load_date, record_source)
@@ -103,7 +104,8 @@ SELECT api_token_hk, api_token_bk, tenant_hk, issued_at, %(source)s FROM bench.l
 INSERT INTO auth.user_token_l (
     link_user_token_hk, user_hk, api_token_hk, tenant_hk, load_date, record_source
 )
-SELECT sha256(user_hk || api_token_hk), user_hk, api_token_hk, tenant_hk, issued_at, %(source)s
+SELECT auth._hash_key(user_hk || api_token_hk), user_hk, api_token_hk, tenant_hk, issued_at,
+       %(source)s
 FROM bench.load_token"""),
     ("auth.api_token_s", """
 INSERT INTO auth.api_token_s (
