@@ -81,12 +81,21 @@ def stop_cluster(config: pytest.Config) -> None:
         cluster.stop()
 
 
+def login(db_url: str, role: str, group: str | None = None) -> str:
+    """A login role of the cluster (a member of ``group``, if given), created unless it
+    exists already; the database's URL as that login (trusted, no password)."""
+    member = f" IN ROLE {group}" if group else ""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN{member};"
+                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    return psycopg.conninfo.make_conninfo(db_url, user=role)
+
+
 def password_login(cluster, db_url: str, role: str, password: str, group: str) -> str:
     """A login that must give its password (scram-sha-256, by a pg_hba.conf line for this
     role alone; the test cluster trusts everyone else), as a postgresql:// URL."""
+    login(db_url, role, group)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f"DO $$ BEGIN CREATE ROLE {role} LOGIN IN ROLE {group};"
-                     f" EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
         hba = Path(cluster.pg.base_dir) / "data" / "pg_hba.conf"
         line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"

@@ -7,10 +7,13 @@ other: tests/test_test_suite_rules.py checks it).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,7 +36,8 @@ NODE_DIR = ROOT / "clients" / "node"
 
 
 def closed_port() -> int:
-    """A local port with nothing listening on it."""
+    """A local port with nothing listening on it: to aim a refused connection at, or for a
+    server of the test to listen on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -151,7 +155,8 @@ class Process:
         self._ready = threading.Event()
         self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -170,7 +175,8 @@ class Process:
             raise RuntimeError("the server did not start:\n" + "\n".join(self.lines))
         return self.url
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM (SIGKILL after 15 s), then the rest of the output; the exit code."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -178,6 +184,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def events(self) -> list[dict]:
+        """The JSON log lines so far (the refresher service's log)."""
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
 
     def wait_for_output(self, text: str, timeout: float = 10) -> None:
         """Poll the collected output until a line holds ``text``, failing at the deadline."""
@@ -190,6 +202,14 @@ class Process:
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
+
+
+CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
+
+
+def refresher(*args: str) -> Process:
+    """`pyvault-tokens refresher ARGS` as a subprocess, its log lines collected."""
+    return Process([*CLI, "refresher", *args], dict(os.environ))
 
 
 def node_binary() -> str:

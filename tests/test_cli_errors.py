@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,8 @@ from click.testing import CliRunner
 
 from pyvault_tokens import cli, errors
 from pyvault_tokens.migrate import MigrateRefused
-from tests.harness import password_login
+from tests.harness import login, password_login
+from tests.servers import closed_port
 
 CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 PASSWORD = "pw-Zq7-never-shown"
@@ -57,12 +57,6 @@ SKIP = {
 OWNER_COMMANDS = {"migrate", "demo"}  # they need the database owner, not a group role
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _with_login(url: str, user: str, password: str = PASSWORD) -> str:
     """The URL as a postgresql:// URL for another login, with a password in it."""
     params = psycopg.conninfo.conninfo_to_dict(url)
@@ -72,13 +66,11 @@ def _with_login(url: str, user: str, password: str = PASSWORD) -> str:
 @pytest.fixture(scope="module")
 def urls(cluster, db_url) -> dict[str, str]:
     unmigrated = cluster.create_database("cli_errors_unmigrated")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DO $$ BEGIN CREATE ROLE cli_no_role LOGIN;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    login(db_url, "cli_no_role")
     return {
         "unmigrated": _with_login(unmigrated, "postgres"),
         "bad_url": f"mysql://x:{PASSWORD}@host/db",
-        "refused": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{_free_port()}/nowhere",
+        "refused": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{closed_port()}/nowhere",
         "no_role": _with_login(db_url, "cli_no_role"),
     }
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,6 +21,8 @@ from rich.console import Console
 from pyvault_tokens import api
 from pyvault_tokens.alerts import exit_code, fetch_alerts, format_observed, print_alerts
 from pyvault_tokens.metrics import KNOWN_ALERTS, parse_listen, render, start
+from tests.harness import login
+from tests.servers import closed_port
 from tests.tokens import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +50,6 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 def value(found: dict, name: str, **labels: str) -> float:
     return found[(name, frozenset(labels.items()))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_render_counts_refreshes_expiry_usage_and_alerts(fresh_url):
@@ -162,7 +157,7 @@ def test_counter_grows_with_refreshes(fresh_url):
 
 
 def test_up_is_zero_when_the_database_is_unreachable():
-    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+    url = f"postgresql://nobody@127.0.0.1:{closed_port()}/nothing?connect_timeout=2"
     text = render(url)
     found = samples(text)
     assert found == {("pyvault_tokens_up", frozenset()): 0}
@@ -175,12 +170,10 @@ def test_up_is_zero_without_the_monitoring_views(cluster, request):
 
 def test_a_monitor_login_can_scrape(cluster, fresh_url):
     """What a deployment does: a login that is only a member of pyvault_monitor."""
+    url = login(fresh_url, "metrics_test", "pyvault_monitor")
     with psycopg.connect(fresh_url, autocommit=True) as conn:
-        conn.execute("DO $$ BEGIN CREATE ROLE metrics_test LOGIN IN ROLE pyvault_monitor;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         make_token(conn, "3 days")
         api.refresh_batch(conn)
-    url = psycopg.conninfo.make_conninfo(fresh_url, user="metrics_test")
     found = samples(render(url))
     assert value(found, "pyvault_tokens_up") == 1
     assert value(found, "pyvault_tokens_live") == 1

@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,15 +42,22 @@ import pytest
 from pyvault_tokens import api
 from pyvault_tokens.embedded import SERVER_USER, _running_as_root, _tmp_root
 from pyvault_tokens.store import TokenStore
+from tests.polling import wait_for
+from tests.servers import (
+    CLI,
+    EXAMPLES,
+    Process,
+    UvicornThread,
+    bearer,
+    closed_port,
+    inner_app,
+    node_binary,
+    pool_lifespan,
+    refresher,
+)
 from tests.tokens import make_token, successors
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgBouncer:
@@ -65,7 +68,7 @@ class PgBouncer:
         if shutil.which(PGBOUNCER) is None and not Path(PGBOUNCER).exists():
             pytest.fail("pgbouncer is not installed: run tools/install-debian-packages "
                         "(the Debian package pgbouncer, 1.18)", pytrace=False)
-        self.port = free_port()
+        self.port = closed_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pyvault-pgbouncer-", dir=_tmp_root()))
         (self.dir / "userlist.txt").write_text(f'"{SERVER_USER}" ""\n"mallory" ""\n')
         self.ini = self.dir / "pgbouncer.ini"
@@ -196,7 +199,6 @@ def test_the_asgi_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     from starlette.routing import Mount
 
     from pyvault_tokens.asgi import TokenRefreshMiddleware
-    from tests.servers import UvicornThread, bearer, inner_app, pool_lifespan
 
     pool = AsyncConnectionPool(pooled_url, min_size=2, max_size=6, timeout=10, open=False,
                                kwargs={"prepare_threshold": None}, name="pgbouncer")
@@ -236,7 +238,6 @@ def test_the_node_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
     """examples/express_gateway.js (a pg.Pool of 10 over PgBouncer's 3 server connections).
     pg sends every query as the unnamed statement (Parse/Bind without a name), which
     transaction pooling carries: no setting is needed on the Node side."""
-    from tests.servers import EXAMPLES, Process, bearer, node_binary
 
     gateway = Process([node_binary(), str(EXAMPLES / "express_gateway.js")],
                       {**os.environ, "DATABASE_URL": pooled_url, "PORT": "0"})
@@ -271,45 +272,6 @@ def test_the_node_middleware_validates_and_rotates_through_pgbouncer(pooled_url,
 
 # -- the refresher service -----------------------------------------------------------------
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
-
-
-class Refresher:
-    """`pyvault-tokens refresher` as a subprocess; its JSON log lines collected."""
-
-    def __init__(self, *args: str) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen([*CLI, "refresher", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=5)
-        return self.proc.returncode
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_the_refresher_behind_pgbouncer_notices_lost_notifications_and_sweeps(
         pooled_url, conn, tmp_path):
     """Listening through transaction pooling hears nothing: the probe NOTIFY does not
@@ -320,16 +282,19 @@ def test_the_refresher_behind_pgbouncer_notices_lost_notifications_and_sweeps(
     fresh = {f"fresh-{i}": make_token(conn, "20 days", user=f"pgb-fresh-{i}") for i in range(4)}
     for name, token in {**due, **fresh}.items():
         store.put(name, token)
-    service = Refresher("--store", str(store.path), "--database", pooled_url,
+    service = refresher("--store", str(store.path), "--database", pooled_url,
                         "--sweep-interval", "1", "--min-sweep-interval", "0")
     try:
-        wait_for(lambda: all(store.get(n).token != t for n, t in due.items()), "the due tokens")
+        wait_for(lambda: all(store.get(n).token != t for n, t in due.items()), timeout=30,
+                 what="the due tokens")
         wait_for(lambda: any(e["event"].startswith("notifications do not reach the listener")
-                             for e in service.events()), "the listener's warning")
+                             for e in service.events()), timeout=30,
+                 what="the listener's warning")
         # Added after the start: only an interval sweep can find it.
         late = make_token(conn, "3 days", user="pgb-late")
         store.put("late", late)
-        wait_for(lambda: store.get("late").token != late, "the late token, by a sweep")
+        wait_for(lambda: store.get("late").token != late, timeout=30,
+                 what="the late token, by a sweep")
     finally:
         code = service.stop()
     assert code == 0, "\n".join(service.lines)
@@ -356,16 +321,18 @@ def test_the_refresher_listens_on_postgresql_and_sweeps_through_pgbouncer(
     store = TokenStore(tmp_path / "tokens.json")
     idle = make_token(conn, "10 days", "API", user="pgb-listen")
     store.put("idle", idle)
-    service = Refresher("--store", str(store.path), "--database", pooled_url,
+    service = refresher("--store", str(store.path), "--database", pooled_url,
                         "--listen-database", db_url, "--sweep-interval", "3600",
                         "--min-sweep-interval", "0")
     try:
-        wait_for(lambda: "listening" in [e["event"] for e in service.events()], "listening")
+        wait_for(lambda: "listening" in [e["event"] for e in service.events()], timeout=30,
+                 what="listening")
         assert store.get("idle").token == idle, "not due yet"
         api.set_refresh_policy(conn, "API", refresh_threshold="11 days")
         try:
             assert api.refresh_batch(conn)["details"]["counts"]["enqueued"] >= 1
-            wait_for(lambda: store.get("idle").token != idle, "the notified refresh")
+            wait_for(lambda: store.get("idle").token != idle, timeout=30,
+                     what="the notified refresh")
         finally:
             api.set_refresh_policy(conn, "API", refresh_threshold="7 days")
     finally:

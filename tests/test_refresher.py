@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,11 +21,11 @@ import psycopg
 import pytest
 
 from pyvault_tokens.store import TokenStore
-from tests.harness import password_login
+from tests.harness import login, password_login
 from tests.polling import wait_for
+from tests.servers import CLI, refresher
 from tests.tokens import make_token
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 SECRET = re.compile(r"[0-9a-f]{64}")
 LOGS: list[str] = []  # every line the refresher printed in this module
 
@@ -34,14 +33,20 @@ LOGS: list[str] = []  # every line the refresher printed in this module
 @pytest.fixture(scope="module")
 def refresher_url(db_url: str) -> str:
     """The database, as a login that is only a member of pyvault_refresher."""
+    url = login(db_url, "refresher_test", "pyvault_refresher")
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DO $$ BEGIN CREATE ROLE refresher_test LOGIN IN ROLE pyvault_refresher;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         groups = conn.execute(
             "SELECT array_agg(m.roleid::regrole::text ORDER BY 1) FROM pg_auth_members AS m"
             " WHERE m.member = 'refresher_test'::regrole").fetchone()[0]
     assert groups == ["pyvault_refresher"]
-    return psycopg.conninfo.make_conninfo(db_url, user="refresher_test")
+    return url
+
+
+def _store(tmp_path: Path, name: str, token: str) -> Path:
+    """A token store in tmp_path that holds one token under ``name``; its path."""
+    path = tmp_path / "tokens.json"
+    TokenStore(path).put(name, token)
+    return path
 
 
 def _valid(conn, token: str) -> bool:
@@ -112,9 +117,8 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
     for name, token in (("rotate", rotate), ("extend", extend), ("idle", idle)):
         store.put(name, token)
 
-    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
-                             refresher_url, "--sweep-interval", "3600"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    service = refresher("--store", str(path), "--database", refresher_url,
+                        "--sweep-interval", "3600")
     try:
         wait_for(lambda: store.get("rotate").token != rotate, what="the ROTATE token")
         new = store.get("rotate").token
@@ -143,24 +147,18 @@ def test_the_service_refreshes_what_is_due_and_wakes_on_the_outbox(tmp_path, con
         held = conn.execute("SELECT h.tokens_held FROM auth.refresher_heartbeat AS h"
                             " WHERE h.instance LIKE %s", (f"%:{path.resolve()}",)).fetchone()
         assert held is not None and held[0] >= 1, "the sweep recorded its heartbeat"
-
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            output = proc.communicate()[0]
-    LOGS.extend(output.splitlines())
-    assert proc.returncode == 0, output
-    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+        code = service.stop()
+        LOGS.extend(service.lines)
+    assert code == 0, service.output
+    events = [e["event"] for e in service.events()]
     assert "listening" in events and "token refreshed" in events and events[-1] == "stopped"
     conn.execute("SELECT auth.set_refresh_policy('API', p_refresh_threshold => '7 days')")
 
 
 def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, refresher_url):
     token = make_token(conn, "3 days", user="svc-crash")
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("crashy", token)
+    path = _store(tmp_path, "crashy", token)
     crashed = _run_once(refresher_url, path, crash_after_commit=True)
     assert crashed.returncode == -signal.SIGKILL
     assert TokenStore(path).get("crashy").token == token, "the store write never happened"
@@ -177,12 +175,9 @@ def test_a_crash_between_commit_and_store_write_is_recovered(tmp_path, conn, ref
 
 
 def test_a_login_without_the_refresher_role_stops_with_a_clear_error(tmp_path, conn, db_url):
-    conn.execute("DO $$ BEGIN CREATE ROLE refresher_nobody LOGIN;"
-                 " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     token = make_token(conn, "3 days", user="svc-nobody")
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("x", token)
-    result = _run_once(psycopg.conninfo.make_conninfo(db_url, user="refresher_nobody"), path)
+    path = _store(tmp_path, "x", token)
+    result = _run_once(login(db_url, "refresher_nobody"), path)
     assert result.returncode == 2, "a setup error is not retried"
     assert "Traceback" not in result.stderr
     [line] = [json.loads(x) for x in result.stderr.splitlines() if "not set up" in x]
@@ -196,12 +191,9 @@ def test_a_login_without_the_refresher_role_stops_with_a_clear_error(tmp_path, c
 def test_an_api_login_from_before_the_refresher_role_still_refreshes(tmp_path, conn, db_url):
     # Before migration 0006 the refresher ran as an API login, which may refresh but no
     # longer report a heartbeat: an upgrade must not stop the refreshing.
-    conn.execute("DO $$ BEGIN CREATE ROLE refresher_legacy LOGIN IN ROLE pyvault_api;"
-                 " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
     token = make_token(conn, "3 days", user="svc-legacy")
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("legacy", token)
-    result = _run_once(psycopg.conninfo.make_conninfo(db_url, user="refresher_legacy"), path)
+    path = _store(tmp_path, "legacy", token)
+    result = _run_once(login(db_url, "refresher_legacy", "pyvault_api"), path)
     assert result.returncode == 0, result.stderr
     new = TokenStore(path).get("legacy").token
     assert new != token and _valid(conn, new), "the token was refreshed"
@@ -210,22 +202,15 @@ def test_an_api_login_from_before_the_refresher_role_still_refreshes(tmp_path, c
 
 
 def test_database_errors_are_retried_not_fatal(tmp_path):
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("x", "ovt_prod_" + "a" * 64)
-    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
-                             "postgresql://postgres@127.0.0.1:1/none"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    wait_for(lambda: sum("database unavailable" in line for line in lines) >= 2,
+    path = _store(tmp_path, "x", "ovt_prod_" + "a" * 64)
+    service = refresher("--store", str(path), "--database",
+                        "postgresql://postgres@127.0.0.1:1/none")
+    wait_for(lambda: sum("database unavailable" in line for line in service.lines) >= 2,
              timeout=30, what="two retries")
-    assert proc.poll() is None, "the service must keep retrying"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
-    reader.join(5)
-    LOGS.extend(lines)
-    retries = [json.loads(line) for line in lines if "database unavailable" in line]
+    assert service.proc.poll() is None, "the service must keep retrying"
+    assert service.stop() == 0
+    LOGS.extend(service.lines)
+    retries = [json.loads(line) for line in service.lines if "database unavailable" in line]
     assert [r["retry_in"] for r in retries[:2]] == [1.0, 2.0], "backoff doubles"
     assert "Connection refused" in retries[0]["detail"], "the log says why"
 
@@ -238,8 +223,7 @@ def test_a_refused_login_or_missing_database_stops_at_once(trouble, tmp_path, cl
         url, sqlstate = url.replace(":right-Pw4@", ":wrong-Pw5@"), "28P01"
     else:
         url, sqlstate = url.rsplit("/", 1)[0] + "/no_such_database", "3D000"
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("x", make_token(conn, "3 days", user="svc-refused"))
+    path = _store(tmp_path, "x", make_token(conn, "3 days", user="svc-refused"))
     started = time.monotonic()
     result = _run_once(url, path)
     assert result.returncode == 2, result.stderr
@@ -255,25 +239,17 @@ def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, d
     """Any login may NOTIFY the channel (issue 11: 100 forged notifications caused 102
     sweeps in 6 s). With --min-sweep-interval 1 a 2-second flood costs about 2 sweeps,
     and every notification is still answered by a sweep."""
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("calm", make_token(conn, "20 days", user="svc-flood"))
-    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
-                             refresher_url, "--sweep-interval", "3600",
-                             "--min-sweep-interval", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
+    path = _store(tmp_path, "calm", make_token(conn, "20 days", user="svc-flood"))
+    service = refresher("--store", str(path), "--database", refresher_url,
+                        "--sweep-interval", "3600", "--min-sweep-interval", "1")
 
     def sweeps() -> list[dict]:
-        return [e for e in map(json.loads, list(lines)) if e["event"] == "sweep done"]
+        return [e for e in map(json.loads, list(service.lines)) if e["event"] == "sweep done"]
 
     try:
-        wait_for(lambda: sweeps() and any('"listening"' in x for x in lines),
+        wait_for(lambda: sweeps() and any('"listening"' in x for x in service.lines),
                  what="the first sweep and the listener")
-        conn.execute("DO $$ BEGIN CREATE ROLE flood_nobody LOGIN;"
-                     " EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        forger_url = psycopg.conninfo.make_conninfo(db_url, user="flood_nobody")
+        forger_url = login(db_url, "flood_nobody")
         with psycopg.connect(forger_url, autocommit=True) as forger:
             started = time.monotonic()
             for _ in range(100):
@@ -285,11 +261,9 @@ def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, d
         woken = [s for s in sweeps() if s["trigger"] == "notify"]
         assert 1 <= len(woken) <= flood / 1.0 + 2, (flood, woken)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        reader.join(5)
-        LOGS.extend(lines)
-    assert proc.returncode == 0
+        code = service.stop()
+        LOGS.extend(service.lines)
+    assert code == 0
 
 
 def test_no_log_line_holds_a_token():
@@ -302,25 +276,19 @@ def test_no_log_line_holds_a_token():
 def test_no_listen_sweeps_without_a_listener_and_a_bad_listen_url_is_refused(tmp_path, conn,
                                                                               refresher_url):
     token = make_token(conn, "3 days", user="svc-no-listen")
-    path = tmp_path / "tokens.json"
-    TokenStore(path).put("svc", token)
-    proc = subprocess.Popen([*CLI, "refresher", "--store", str(path), "--database",
-                             refresher_url, "--sweep-interval", "3600", "--no-listen"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    path = _store(tmp_path, "svc", token)
+    service = refresher("--store", str(path), "--database", refresher_url,
+                        "--sweep-interval", "3600", "--no-listen")
     try:
         wait_for(lambda: TokenStore(path).get("svc").token != token, what="the start sweep")
         # An absence cannot be polled for: a listener, if one were started, says
         # "listening" within milliseconds of the start; half a second is its window.
         time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            output = proc.communicate()[0]
-    LOGS.extend(output.splitlines())
-    assert proc.returncode == 0, output
-    events = [json.loads(line)["event"] for line in output.splitlines() if line.startswith("{")]
+        code = service.stop()
+        LOGS.extend(service.lines)
+    assert code == 0, service.output
+    events = [e["event"] for e in service.events()]
     assert "listening" not in events and events[-1] == "stopped"
     assert not any(e.startswith("notifications do not reach") for e in events)
 
