@@ -266,13 +266,6 @@ def test_a_flood_of_notifications_costs_one_sweep_per_interval(tmp_path, conn, d
     assert code == 0
 
 
-def test_no_log_line_holds_a_token():
-    assert LOGS, "the tests above captured the service's logs"
-    leaks = [line for line in LOGS if SECRET.search(line)]
-    assert leaks == []
-
-
-
 def test_no_listen_sweeps_without_a_listener_and_a_bad_listen_url_is_refused(tmp_path, conn,
                                                                               refresher_url):
     token = make_token(conn, "3 days", user="svc-no-listen")
@@ -297,3 +290,10 @@ def test_no_listen_sweeps_without_a_listener_and_a_bad_listen_url_is_refused(tmp
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "not a PostgreSQL URL" in bad.stderr and "secret" not in bad.stderr
+
+
+# Last in the module: it reads the logs every test above captured.
+def test_no_log_line_holds_a_token():
+    assert LOGS, "the tests above captured the service's logs"
+    leaks = [line for line in LOGS if SECRET.search(line)]
+    assert leaks == []
