@@ -47,6 +47,15 @@ AS $$
         last_used_at = last_used_at - p_by;
 $$;
 
+-- Every table of ours (the auth schema's), by name: what the whole-database checks walk.
+CREATE OR REPLACE FUNCTION tests.our_tables() RETURNS TABLE (name text)
+LANGUAGE sql
+AS $$
+    SELECT c.relname::text FROM pg_class AS c
+    WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
+    ORDER BY c.relname
+$$;
+
 -- Counts of rows in every table of ours, for "nothing was written" checks.
 CREATE OR REPLACE FUNCTION tests.row_counts() RETURNS jsonb
 LANGUAGE plpgsql
@@ -57,9 +66,7 @@ DECLARE
     v_count bigint;
 BEGIN
     FOR v_table IN
-        SELECT c.relname FROM pg_class AS c
-        WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
-        ORDER BY c.relname
+        SELECT t.name FROM tests.our_tables() AS t
     LOOP
         EXECUTE format('SELECT count(*) FROM auth.%I', v_table) INTO v_count;
         v_result := v_result || jsonb_build_object(v_table, v_count);
@@ -78,9 +85,7 @@ DECLARE
     v_digest text;
 BEGIN
     FOR v_table IN
-        SELECT c.relname FROM pg_class AS c
-        WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
-        ORDER BY c.relname
+        SELECT t.name FROM tests.our_tables() AS t
     LOOP
         EXECUTE format(
             'SELECT md5(coalesce(string_agg(t::text, %L ORDER BY t::text), %L)) FROM auth.%I AS t',
@@ -99,8 +104,7 @@ DECLARE
     v_table text;
 BEGIN
     FOR v_table IN
-        SELECT c.relname FROM pg_class AS c
-        WHERE c.relnamespace = 'auth'::regnamespace AND c.relkind = 'r'
+        SELECT t.name FROM tests.our_tables() AS t
     LOOP
         table_name := v_table;
         EXECUTE format('SELECT coalesce(string_agg(t::text, E''\n''), '''') FROM auth.%I AS t', v_table)
