@@ -47,7 +47,7 @@ migrate: $(STAMP) ## Migrate the database named by DATABASE_URL
 bench: $(STAMP) ## Benchmark the hot path with pgbench (1M tokens, embedded cluster; several minutes)
 	$(BIN)/python bench/run.py
 
-bench-quick: $(STAMP) ## Short benchmark (~20k tokens, one short run per row, under a minute)
+bench-quick: $(STAMP) ## Short benchmark (~20k tokens, one short run per row, lifecycle at 800 clients; ~90 s)
 	$(BIN)/python bench/run.py --quick
 
 soak: $(STAMP) ## The reliability suite with soak-sized counts (under 30 minutes)

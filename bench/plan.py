@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+# The lifecycle row (bench/lifecycle.py) measures on these simulated days.
+LIFECYCLE_DAYS = (0, 100, 200)
+
 
 @dataclass
 class Plan:
@@ -20,13 +23,18 @@ class Plan:
     users: int = 10_000
     sampling_rate: float = 0.1
     profile: bool = False
+    # The lifecycle row: clients that hold one token each (bytes per live token depend on
+    # it: the small tables' fixed cost), pgbench's clients and seconds per run.
+    lifecycle_clients: int = 5_000
+    lifecycle_pgbench_clients: int = 2
+    lifecycle_duration: float = 3.0
 
     @classmethod
     def make(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
             plan = cls(quick=True, n_read=20_000, n_hot=1_000, n_due=2_000,
                        rotate_per_run=400, duration=2.0, reps=1, tenants=10, users=1_000,
-                       sampling_rate=1.0)
+                       sampling_rate=1.0, lifecycle_clients=800, lifecycle_duration=1.0)
         else:
             plan = cls(quick=False, n_read=1_000_000, n_hot=10_000, n_due=100_000,
                        rotate_per_run=4_000, duration=10.0, reps=3)
@@ -36,6 +44,8 @@ class Plan:
             plan.duration = args.duration
         if args.reps:
             plan.reps = args.reps
+        if args.lifecycle_clients is not None:
+            plan.lifecycle_clients = args.lifecycle_clients
         plan.profile = args.profile
         return plan
 

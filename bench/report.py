@@ -110,7 +110,8 @@ def fmt(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-def targets(rows: list[dict], batch: dict, plan: Plan, fsync_off: bool) -> list[dict]:
+def targets(rows: list[dict], batch: dict, plan: Plan, fsync_off: bool,
+            cycle: dict | None = None) -> list[dict]:
     by = {(r["id"], r["clients"]): r for r in rows if r.get("tps")}
     res = []
 
@@ -138,11 +139,25 @@ def targets(rows: list[dict], batch: dict, plan: Plan, fsync_off: bool) -> list[
             f"scaled from {b['loaded_due_tokens']:,} due tokens"
         add(f"{name} over 100k due tokens < 10 s, goal 3 s", f"{scaled:.1f} s", scaled < 10,
             note)
+    if cycle:
+        first, last = cycle["days"][0], cycle["days"][-1]
+        ratio = {key: cycle["ratios"][f"{key}_day{last['day']}"]
+                 for key in ("storage", "tps", "us_over_driver")}
+        add(f"lifecycle: bytes per live token at day {last['day']} <= 2.5x day 0 "
+            f"({cycle['clients']:,} clients)", fmt(ratio["storage"], ".2f") + "x",
+            None if ratio["storage"] is None else ratio["storage"] <= 2.5,
+            f"{first['bytes_per_live_token']:,.0f} -> {last['bytes_per_live_token']:,.0f} B")
+        add(f"lifecycle: validate_and_refresh TPS at day {last['day']} >= 0.95x day 0 "
+            f"({cycle['pgbench_clients']} clients)", fmt(ratio["tps"], ".2f") + "x",
+            None if ratio["tps"] is None else ratio["tps"] >= 0.95,
+            f"{first['tps']:,.0f} -> {last['tps']:,.0f} TPS, µs over driver "
+            f"{fmt(ratio['us_over_driver'], '.2f')}x; the days' runs are minutes apart, so "
+            "other work on the machine moves them")
     return res
 
 
 def render(rows: list[dict], batch: dict, size: dict, tgts: list[dict], plan: Plan,
-           meta: dict) -> None:
+           meta: dict, cycle: dict | None = None) -> None:
     settings = meta["postgres"]["settings"]
     title = (f"pyvault-tokens hot path: {size['tokens']:,} tokens, "
              f"{'quick, ' if plan.quick else ''}best of {plan.reps} x {plan.duration:g} s, "
@@ -196,6 +211,24 @@ def render(rows: list[dict], batch: dict, size: dict, tgts: list[dict], plan: Pl
     table.add_row("size: auth tables + indexes per 1M tokens", "", "", "", "", "", "", "",
                   f"{size['mb_per_million_tokens']:,.0f} MB ("
                   + ", ".join(f"{k} {v['mb_per_million_tokens']:,.0f}" for k, v in top) + ")")
+    if cycle:
+        table.add_row()
+        for d in cycle["days"]:
+            notes = [f"{d['bytes_per_live_token']:,.0f} B per live token ({d['live_tokens']:,} "
+                     f"live, {d['bridge_rows']:,} bridge rows)", f"driver {d['driver_tps']:,.0f}"]
+            if day := d["day"]:
+                r = {key: fmt(cycle["ratios"][f"{key}_day{day}"], ".2f")
+                     for key in ("storage", "tps", "us_over_driver")}
+                notes.append(f"× day 0: storage {r['storage']}, TPS {r['tps']}, µs over "
+                             f"driver {r['us_over_driver']}")
+            if "rows_written_per_1k_calls" in d:
+                notes.append(f"{d['rows_written_per_1k_calls']:,.0f} rows written/1k")
+            table.add_row(
+                f"lifecycle, {cycle['clients']:,} clients, day {d['day']}: validate_and_refresh",
+                str(d["clients"]), fmt(d["tps"], ",.0f"),
+                f"{d['tps_min']:,.0f}–{d['tps_max']:,.0f}", fmt(d["p50_ms"], ".3f"),
+                fmt(d["p99_ms"], ".3f"), "", fmt(d["net_us_over_driver"], ",.1f"),
+                "; ".join(notes))
     out.print(table)
     out.print("Targets (reported, not asserted):")
     for t in tgts:
@@ -243,12 +276,12 @@ def summarize_rows(results: dict[tuple[str, int], Result], plan: Plan) -> list[d
 
 
 def report(measured: Measurements, size: dict, info: dict, plan: Plan, meta: dict,
-           cluster_info: dict) -> dict:
+           cluster_info: dict, cycle: dict | None = None) -> dict:
     """Print the table, the targets, the profiles and the warnings; the results document."""
     batch, profiles, warnings = measured.batch, measured.profiles, measured.warnings
     rows = summarize_rows(measured.results, plan)
-    tgts = targets(rows, batch, plan, meta["postgres"]["settings"].get("fsync") == "off")
-    render(rows, batch, size, tgts, plan, meta)
+    tgts = targets(rows, batch, plan, meta["postgres"]["settings"].get("fsync") == "off", cycle)
+    render(rows, batch, size, tgts, plan, meta, cycle)
     for name, prof in profiles.items():
         render_profile(name, "token" if name.startswith("batch") else "rotation", prof)
     if plan.profile:
@@ -276,6 +309,7 @@ def report(measured: Measurements, size: dict, info: dict, plan: Plan, meta: dic
         "rows": rows,
         "batch": batch,
         "sizes": size,
+        "lifecycle": cycle,
         "targets": tgts,
         "profiles": profiles,
         "warnings": warnings,

@@ -27,6 +27,10 @@ Token ranges (i is global; bench.token_range records them):
   the first n_due, then CALL auth.refresh_expiring_tokens_job() (what pg_cron runs, one
   commit per batch) takes the other n_due.
 
+Then, on a small cluster of its own on libfaketime's clock, the lifecycle row
+(bench/lifecycle.py): 200 simulated days of daily use, and bytes per live token and
+validate TPS on days 0, 100 and 200 (--lifecycle-clients 0 skips it).
+
 Figures are best-of-N (TPS max, p50 and p99 min) with the min-max TPS spread; latency
 percentiles come from pgbench's per-transaction logs. Speed is reported, never asserted.
 """
@@ -46,16 +50,20 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import lifecycle  # noqa: E402
 from bench.common import BENCH_DIR, PGBENCH, counter, log, step  # noqa: E402
-from bench.driver import create_database, measure, server_args, sizes  # noqa: E402
+from bench.driver import Measurements, create_database, measure, server_args, sizes  # noqa: E402
 from bench.loader import check_empty, load, prewarm, sanity_check  # noqa: E402
 from bench.plan import Plan  # noqa: E402
 from bench.report import machine_info, pg_info, report  # noqa: E402
 from pyvault_tokens.migrate import migrate  # noqa: E402
 
 
-def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
-    """Load, then time every row with pgbench (connecting to bench_url), then the batch."""
+def benchmark(url: str, bench_url: str, plan: Plan,
+              cluster_info: dict) -> tuple[Measurements, dict, dict, dict]:
+    """Load, then time every row with pgbench (connecting to bench_url), then the batch.
+
+    Returns what was measured, the sizes after the load, the load's info and the meta."""
     with psycopg.connect(url, autocommit=True) as conn:
         check_empty(conn)
         info = load(conn, url, plan)
@@ -67,14 +75,14 @@ def benchmark(url: str, bench_url: str, plan: Plan, cluster_info: dict) -> dict:
             sanity_check(conn, plan)
         meta = {"machine": machine_info(), "postgres": pg_info(conn),
                 "pgbench_connection": cluster_info["pgbench_connection"]}
-        measured = measure(conn, bench_url, plan)
-    return report(measured, size, info, plan, meta, cluster_info)
+        return measure(conn, bench_url, plan), size, info, meta
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="~20,000 tokens, one short run per row (under a minute)")
+                        help="~20,000 tokens, one short run per row, the lifecycle row at 800 "
+                             "clients (about 90 s)")
     parser.add_argument("--database", metavar="URL",
                         help="a fresh database to load and benchmark (default: start an "
                              "embedded throwaway cluster)")
@@ -88,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fsync and synchronous_commit on, as production runs (default: "
                              "fsync off, as in the tests): every commit that writes waits "
                              "for its WAL flush. With --database, the server must have both on")
+    parser.add_argument("--lifecycle-clients", type=int, metavar="N",
+                        help="clients of the lifecycle row, 200 simulated days on "
+                             "libfaketime's clock (default 5,000, quick 800; 0 skips it)")
     parser.add_argument("--profile", action="store_true",
                         help="pg_stat_statements (track = all) around the rotation rows and "
                              "the batch: the cost of every statement they run, nested ones "
@@ -129,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"fsync={fsync}, synchronous_commit={sync}")
         with step("migrate"):
             migrate(url)
-        result = benchmark(url, bench_url, plan, cluster_info)
+        measured, size, info, meta = benchmark(url, bench_url, plan, cluster_info)
     finally:
         if pg is not None:
             pg.stop()
+    # On a cluster of its own, once the main one is stopped.
+    cycle = lifecycle.run(plan, fsync=args.fsync) if plan.lifecycle_clients else None
+    result = report(measured, size, info, plan, meta, cluster_info, cycle)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     # Other work on the machine moves every figure: say how loaded it was.
     result["machine"]["loadavg_at_end"] = list(os.getloadavg())

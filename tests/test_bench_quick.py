@@ -2,7 +2,9 @@
 
 No timing is asserted, not even as a ratio: the suite shares two cores with other work.
 What is checked is that every row ran, that the read rows wrote nothing, that every
-rotation call rotated, and that both batch forms handled what they found."""
+rotation call rotated, that both batch forms handled what they found, and that the
+lifecycle row (its own cluster on libfaketime's clock) measured days 0, 100 and 200 with
+every client holding one live token."""
 
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ TIMED_ROWS = {
     "rotate_refresh_enhanced",
 }
 READ_ONLY_ROWS = {"driver", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh"}
+# Fewer than the quick mode's 800 clients: the suite needs the row to run, not its figures.
+LIFECYCLE_CLIENTS = 200
 
 
 def test_bench_quick(db_url: str, tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--database", db_url,
-         "--output", str(output)],
+         "--output", str(output), "--lifecycle-clients", str(LIFECYCLE_CLIENTS)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -35,6 +39,8 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
     assert "validate_and_refresh, no refresh due" in proc.stdout
     assert "size: auth tables + indexes per 1M tokens" in proc.stdout
     assert "Targets (reported, not asserted):" in proc.stdout
+    assert "lifecycle, 200 clients, day 200: validate_and_refresh" in proc.stdout
+    assert "lifecycle: bytes per live token at day 200 <= 2.5x day 0" in proc.stdout
 
     result = json.loads(output.read_text(encoding="utf-8"))
     assert result["mode"] == "quick"
@@ -65,3 +71,16 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
             assert sum(row["rotated"]) == sum(row["transactions"]), row
     assert result["sizes"]["mb_per_million_tokens"] > 0
     assert {t["status"] for t in result["targets"]} <= {"PASS", "MISS", "n/a"}
+
+    # The lifecycle row: no client was ever refused, and on each measured day every client
+    # held one live token, and both storage and speed were measured.
+    cycle = result["lifecycle"]
+    assert cycle is not None, "libfaketime missing? (tools/install-debian-packages)"
+    assert cycle["refused_uses"] == 0 and cycle["rotations"] > 0, cycle
+    assert [d["day"] for d in cycle["days"]] == [0, 100, 200]
+    for day in cycle["days"]:
+        assert day["live_tokens"] == cycle["clients"] == LIFECYCLE_CLIENTS, day
+        assert day["bytes_per_live_token"] > 0 and day["tps"] > 0 and day["driver_tps"] > 0
+    for key in ("storage", "tps", "us_over_driver"):
+        for day in (100, 200):
+            assert cycle["ratios"][f"{key}_day{day}"] is not None, cycle["ratios"]
