@@ -292,10 +292,11 @@ def test_using_the_successor_through_a_replica_starts_the_predecessors_grace(
 
 # -- throughput ----------------------------------------------------------------------------
 
+# Keys as auth._issue_token makes them; known plaintexts (pgbench derives them from i).
 SEED = """
 WITH k AS (
     SELECT i, 'tok_rep_' || i AS bk,
-           sha256(convert_to('tok_rep_' || i, 'UTF8')) AS hk,
+           auth._hash_key(convert_to('tok_rep_' || i, 'UTF8')) AS hk,
            sha256(convert_to('ovt_prod_' || encode(sha256(convert_to('rep' || i, 'UTF8')),
                                                    'hex'), 'UTF8')) AS token_hash
     FROM generate_series(1, %(n)s) AS i
@@ -305,7 +306,7 @@ WITH k AS (
 ), link AS (
     INSERT INTO auth.user_token_l (link_user_token_hk, user_hk, api_token_hk, tenant_hk,
                                    record_source)
-    SELECT sha256(%(user)s || hk), %(user)s, hk, %(tenant)s, 'tests:replica' FROM k
+    SELECT auth._hash_key(%(user)s || hk), %(user)s, hk, %(tenant)s, 'tests:replica' FROM k
 ), sat AS (
     INSERT INTO auth.api_token_s (api_token_hk, hash_diff, token_hash, token_type, scope,
                                   expires_at, record_source)
