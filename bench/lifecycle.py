@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import log, step
-from bench.driver import CpuMeter, Result, create_database, server_args, timed_run
+from bench.driver import CpuMeter, Result, create_database, server_args, sizes, timed_run
 from bench.plan import LIFECYCLE_DAYS, Plan, Row
 from bench.report import summarize
 from pyvault_tokens.embedded import FAKETIME_LIB, EmbeddedPostgresql, start_cluster
@@ -154,6 +154,7 @@ def measure_day(conn: psycopg.Connection, cpu: CpuMeter, bench_url: str, plan: P
     """VACUUM, the storage per live token, and pgbench over the tokens held on this day."""
     conn.execute("VACUUM")
     size, live = storage(conn)
+    tables = {name: t["total_bytes"] for name, t in sizes(conn)["tables"].items()}
     hold(conn, tokens)
     clients = plan.lifecycle_pgbench_clients
     results = {row.id: Result(row, clients) for row in DAY_ROWS}
@@ -170,7 +171,8 @@ def measure_day(conn: psycopg.Connection, cpu: CpuMeter, bench_url: str, plan: P
     cpu_call, cpu_base = (s.get("backend_cpu_us_per_call") for s in (summary, base))
     bridge = conn.execute("SELECT count(*) FROM auth.api_token_bridge").fetchone()[0]
     return {"day": day, "storage_bytes": size, "live_tokens": live,
-            "bytes_per_live_token": size / live, "bridge_rows": bridge, **summary,
+            "bytes_per_live_token": size / live, "bridge_rows": bridge,
+            "table_bytes": tables, **summary,
             "driver_tps": base["tps"], "driver_backend_cpu_us_per_call": cpu_base,
             "backend_cpu_us_over_driver": cpu_call - cpu_base if cpu_call and cpu_base
             else None}
