@@ -31,6 +31,7 @@ def test_prune_moves_spent_tokens_in_batches_and_sums_them_up(conn, db_url):
     assert done.stdout.strip().startswith("3 spent tokens moved out of the bridge, 0 dead"
                                           " families removed (0 tokens)")
     assert done.stdout.strip().endswith("in 2 batches")
-    assert conn.execute("SELECT count(*) FROM auth.spent_token WHERE token_hash = ANY("
-                        "ARRAY(SELECT sha256(convert_to(t, 'UTF8')) FROM unnest(%s::text[]) AS t))",
+    assert conn.execute("SELECT count(*) FROM auth.spent_token WHERE token_key = ANY(ARRAY("
+                        "SELECT auth._hash_key(sha256(convert_to(t, 'UTF8')))"
+                        " FROM unnest(%s::text[]) AS t))",
                         (spent,)).fetchone()[0] == 3

@@ -64,8 +64,9 @@ def test_two_hundred_days_of_daily_use(clock_db):
               f" day {DAYS} {sizes[DAYS]:.0f}")
 
         assert kept_old is not None
-        spent = c.execute("SELECT count(*) FROM auth.spent_token WHERE token_hash ="
-                          " sha256(convert_to(%s, 'UTF8'))", (kept_old,)).fetchone()[0]
+        spent = c.execute("SELECT count(*) FROM auth.spent_token WHERE token_key ="
+                          " auth._hash_key(sha256(convert_to(%s, 'UTF8')))",
+                          (kept_old,)).fetchone()[0]
         assert spent == 1, "the old generation was moved out of the bridge"
         reuse = c.execute("SELECT is_valid, refresh_reason FROM"
                           " auth.validate_and_refresh_api_token(%s)", (kept_old,)).fetchone()

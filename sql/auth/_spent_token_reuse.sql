@@ -2,7 +2,8 @@
 -- moved out of the bridge by auth.prune_token_history. While its family lives,
 -- presenting it is reuse, handled as for a rotated token still in the bridge (revoke the
 -- family by policy, record a security event). Returns whether it was reuse. Only the
--- miss path of a lookup calls it, so valid tokens pay nothing for it.
+-- miss path of a lookup calls it, so valid tokens pay nothing for it. A spent token's
+-- identity went with its vault rows: the event names its family (api_token_hk NULL).
 CREATE OR REPLACE FUNCTION auth._spent_token_reuse(
     p_token_hash bytea,
     p_source text
@@ -13,7 +14,8 @@ DECLARE
     v_spent auth.spent_token;
     v_live record;
 BEGIN
-    SELECT s.* INTO v_spent FROM auth.spent_token AS s WHERE s.token_hash = p_token_hash;
+    SELECT s.* INTO v_spent FROM auth.spent_token AS s
+    WHERE s.token_key = auth._hash_key(p_token_hash);
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;
@@ -26,7 +28,7 @@ BEGIN
         RETURN FALSE;  -- the family is dead (expired or revoked): an invalid token, no more
     END IF;
     PERFORM auth._handle_token_reuse(
-        v_spent.api_token_hk, v_spent.family_hk, v_live.tenant_hk, v_live.token_type, p_source
+        NULL, v_spent.family_hk, v_live.tenant_hk, v_live.token_type, p_source
     );
     RETURN TRUE;
 END;

@@ -54,12 +54,11 @@ BEGIN
         FOR UPDATE OF b SKIP LOCKED
     ),
     moved AS (
-        INSERT INTO auth.spent_token (token_hash, api_token_hk, family_hk, generation, spent_at)
-        SELECT d.token_hash, d.api_token_hk, d.family_hk, d.generation, v_now
+        INSERT INTO auth.spent_token (token_key, family_hk, generation)
+        SELECT auth._hash_key(d.token_hash), d.family_hk, d.generation
         FROM dead AS d
-        RETURNING api_token_hk
     )
-    SELECT pg_catalog.array_agg(m.api_token_hk) INTO v_spent FROM moved AS m;
+    SELECT pg_catalog.array_agg(d.api_token_hk) INTO v_spent FROM dead AS d;
     tokens_spent := coalesce(pg_catalog.cardinality(v_spent), 0);
 
     -- 2. Dead families: the newest token (the head, which outlives the others) expired

@@ -32,14 +32,18 @@ SELECT is(
         'satellite', (SELECT count(*) FROM auth.api_token_s AS s WHERE s.api_token_hk = i.old_hk),
         'links', (SELECT count(*) FROM auth.token_rotation_l AS l
                   WHERE i.old_hk IN (l.predecessor_hk, l.successor_hk)),
-        'spent', (SELECT count(*) FROM auth.spent_token AS s WHERE s.api_token_hk = i.old_hk))
+        'spent', (SELECT count(*) FROM auth.spent_token AS s, t0
+                  WHERE s.token_key = auth._hash_key(sha256(convert_to(t0.token, 'UTF8')))))
      FROM ids AS i),
     '{"bridge": 0, "hub": 0, "satellite": 0, "links": 0, "spent": 1}'::jsonb,
     'its bridge row and vault rows are gone; one narrow spent row is kept'
 );
-SELECT ok(
-    (SELECT s.token_hash = sha256(convert_to(t0.token, 'UTF8')) FROM t0, auth.spent_token AS s),
-    'the spent row holds the token''s hash, not the token'
+SELECT results_eq(
+    $$ SELECT s.token_key = auth._hash_key(sha256(convert_to(t0.token, 'UTF8'))),
+              s.family_hk = i.family_hk, s.generation
+       FROM t0, ids AS i, auth.spent_token AS s $$,
+    $$ VALUES (true, true, 0) $$,
+    'the spent row holds a key of the token''s hash (never the token), its family and generation'
 );
 SELECT is((SELECT v.is_valid FROM t1, auth.validate_production_api_token(t1.token) AS v), TRUE,
           'the successor is still valid');
@@ -53,8 +57,9 @@ SELECT is((SELECT v.message FROM t1, auth.validate_production_api_token(t1.token
           'Token has been revoked', 'reuse of a spent token revoked the whole family');
 SELECT is(
     (SELECT count(*)::int FROM auth.security_event AS e, ids AS i
-     WHERE e.event_type = 'TOKEN_REUSE' AND e.api_token_hk = i.old_hk),
-    1, 'and recorded a security event for it'
+     WHERE e.event_type = 'TOKEN_REUSE' AND e.family_hk = i.family_hk
+       AND e.api_token_hk IS NULL AND e.tokens_revoked = 1),
+    1, 'and recorded a security event for its family (the spent token''s identity is gone)'
 );
 
 -- The family is dead (revoked). Once its newest token expired longer than the retention
