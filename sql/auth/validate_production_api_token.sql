@@ -18,27 +18,20 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_token auth.api_token_bridge;
-    v_settled boolean;
 BEGIN
     -- The common answer in one statement, as in validate_and_refresh_api_token: a valid
     -- token with no use to record. Anything else reads the row again below.
-    SELECT TRUE, b.user_hk, b.tenant_hk, b.scope, b.expires_at, 'Token is valid',
-           auth._valid_as_is(b, p_required_scope)
-    INTO is_valid, user_hk, tenant_hk, scope, expires_at, message, v_settled
+    SELECT TRUE, b.user_hk, b.tenant_hk, b.scope, b.expires_at, 'Token is valid'
+    INTO is_valid, user_hk, tenant_hk, scope, expires_at, message
     FROM auth.api_token_bridge AS b
     WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
-      AND auth._is_token_shaped(p_token);
-    IF v_settled THEN
+      AND auth._is_token_shaped(p_token) AND auth._valid_as_is(b, p_required_scope);
+    IF FOUND THEN
         RETURN NEXT;
         RETURN;
     END IF;
 
-    is_valid := FALSE;
-    user_hk := NULL;
-    tenant_hk := NULL;
-    scope := NULL;
-    expires_at := NULL;
-    message := NULL;
+    is_valid := FALSE;  -- no row found left every output NULL
     IF NOT auth._is_token_shaped(p_token) THEN
         message := 'Token format is invalid';
         RETURN NEXT;
