@@ -290,7 +290,8 @@ def sanity_check(conn: psycopg.Connection, plan: Plan) -> None:
                 # The peer's table and the floor hold the read range only.
                 fns = ["auth.validate_production_api_token"]
                 if kind == "read":
-                    fns += ["bench.validate_seed_shape", "bench.validate_floor"]
+                    fns += ["bench.validate_seed_shape", "bench.validate_floor",
+                            "bench.validate_and_refresh_floor"]
                 for fn in fns:
                     ok = conn.execute(f"SELECT is_valid, message FROM {fn}(%s)",  # noqa: S608
                                       (bench_token(conn, i),)).fetchone()

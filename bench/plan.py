@@ -69,18 +69,23 @@ class Row:
     script: str
     kind: str  # token range it draws from
     writes: bool = False  # runs after the read-only rows of a repetition
+    floor: str | None = None  # the PL/pgSQL floor row of the same result shape
 
 
 READ_ROWS = [
     Row("driver", "driver: read a pre-made token by id, no probe", "driver.sql", "read"),
     Row("limit_bridge", "LIMIT: index probe, api_token_bridge", "limit_bridge.sql", "read"),
-    Row("plpgsql_floor", "PL/pgSQL floor: LIMIT probe in a SECURITY DEFINER function",
-        "plpgsql_floor.sql", "read"),
-    Row("validate", "validate_production_api_token", "validate.sql", "read"),
+    # Each floor runs right before the function held to it.
+    Row("plpgsql_floor_validate", "PL/pgSQL floor, validate's six columns",
+        "plpgsql_floor_validate.sql", "read"),
+    Row("validate", "validate_production_api_token", "validate.sql", "read",
+        floor="plpgsql_floor_validate"),
+    Row("plpgsql_floor", "PL/pgSQL floor: LIMIT probe in a SECURITY DEFINER function "
+        "(nine columns)", "plpgsql_floor.sql", "read"),
     Row("validate_and_refresh", "validate_and_refresh, no refresh due",
-        "validate_and_refresh.sql", "read"),
+        "validate_and_refresh.sql", "read", floor="plpgsql_floor"),
     Row("validate_and_refresh_debounce", "validate_and_refresh, 60 s debounce (hot set)",
-        "validate_and_refresh.sql", "hot", writes=True),
+        "validate_and_refresh.sql", "hot", writes=True, floor="plpgsql_floor"),
     Row("peer_seed", "peer: seed shape, UPDATE+INSERT per call", "peer_seed.sql", "read",
         writes=True),
 ]

@@ -119,6 +119,15 @@ def targets(rows: list[dict], batch: dict, plan: Plan, fsync_off: bool,
         res.append({"target": name, "value": value, "status":
                     "n/a" if ok is None else ("PASS" if ok else "MISS"), "note": note})
 
+    for rid in ("validate_and_refresh", "validate"):
+        for c in plan.clients:
+            r = by.get((rid, c))
+            reps = sorted(r.get("ratio_to_floor_per_rep") or []) if r else []
+            v = reps[len(reps) // 2] if reps else None
+            add(f"{rid} (no refresh) >= 0.95x PL/pgSQL floor of its result shape, {c} clients",
+                fmt(v, ".2f") + "x", None if v is None else v >= 0.95,
+                f"median of the repetitions' ratios {', '.join(fmt(x, '.2f') for x in reps)}; "
+                f"best over best {fmt(r.get('ratio_to_floor') if r else None, '.2f')}x")
     for c in plan.clients:
         r = by.get(("validate_and_refresh", c))
         v = r["ratio_to_limit"] if r else None
@@ -272,6 +281,16 @@ def summarize_rows(results: dict[tuple[str, int], Result], plan: Plan) -> list[d
         base = lim_cpu.get(r["clients"])
         mine = r.get("backend_cpu_us_per_call")
         r["backend_cpu_x_limit"] = mine / base if mine and base else None
+        floor = next((f for f in READ_ROWS if f.id == r["id"] and f.floor), None)
+        if floor and (fr := results.get((floor.floor, r["clients"]))):
+            # Best over best, and each repetition's ratio: a floor runs right before the
+            # function held to it, seconds apart, so the per-repetition ratio is the one
+            # least moved by other work on the machine.
+            own = results[(r["id"], r["clients"])].runs
+            r["floor"] = floor.floor
+            r["ratio_to_floor"] = r["tps"] / max(x.tps for x in fr.runs)
+            r["ratio_to_floor_per_rep"] = [a.tps / b.tps for a, b in
+                                           zip(own, fr.runs, strict=False)]
     return rows
 
 

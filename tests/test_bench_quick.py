@@ -16,11 +16,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 TIMED_ROWS = {
-    "driver", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh",
+    "driver", "limit_bridge", "plpgsql_floor_validate", "validate", "plpgsql_floor",
+    "validate_and_refresh",
     "validate_and_refresh_debounce", "peer_seed", "rotate_validate_and_refresh",
     "rotate_refresh_enhanced",
 }
-READ_ONLY_ROWS = {"driver", "limit_bridge", "plpgsql_floor", "validate", "validate_and_refresh"}
+READ_ONLY_ROWS = {"driver", "limit_bridge", "plpgsql_floor_validate", "validate", "plpgsql_floor",
+                  "validate_and_refresh"}
 # Fewer than the quick mode's 800 clients: the suite needs the row to run, not its figures.
 LIFECYCLE_CLIENTS = 200
 
@@ -39,6 +41,8 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
     assert "validate_and_refresh, no refresh due" in proc.stdout
     assert "size: auth tables + indexes per 1M tokens" in proc.stdout
     assert "Targets (reported, not asserted):" in proc.stdout
+    assert ("validate_and_refresh (no refresh) >= 0.95x PL/pgSQL floor of its result shape"
+            in proc.stdout)
     assert "lifecycle, 200 clients, day 200: validate_and_refresh" in proc.stdout
     assert "lifecycle: bytes per live token at day 200 <= 2.5x day 0" in proc.stdout
 
@@ -69,6 +73,12 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
             assert row["rows_written_per_1k_calls"] == 0, row
         if row["id"].startswith("rotate_"):
             assert sum(row["rotated"]) == sum(row["transactions"]), row
+    # Each validator is held to the floor of its own result shape, repetition by repetition.
+    for row_id, floor in (("validate", "plpgsql_floor_validate"),
+                          ("validate_and_refresh", "plpgsql_floor")):
+        row = rows[(row_id, 2)]
+        assert row["floor"] == floor and row["ratio_to_floor"] > 0, row
+        assert len(row["ratio_to_floor_per_rep"]) == len(row["tps_runs"]), row
     assert result["sizes"]["mb_per_million_tokens"] > 0
     assert {t["status"] for t in result["targets"]} <= {"PASS", "MISS", "n/a"}
 

@@ -1,0 +1,16 @@
+-- Whether a bridge row answers a validation for a scope from the row alone: valid, with
+-- no use to record, no refresh due and no successor to hand out (quiet_until, migration
+-- 0016, folds those conditions into one time). The one rule of both validators' one
+-- statement for the common case. SQL, no SET, so the callers' statement inlines it
+-- (EXPLAIN VERBOSE shows two plain comparisons).
+CREATE OR REPLACE FUNCTION auth._is_quiet(
+    p_token auth.api_token_bridge,
+    p_required_scope text
+) RETURNS boolean
+LANGUAGE sql
+STABLE
+PARALLEL SAFE
+AS $$
+    SELECT pg_catalog.now() < p_token.quiet_until AND p_required_scope = ANY(p_token.scope)
+$$;
+REVOKE ALL ON FUNCTION auth._is_quiet(auth.api_token_bridge, text) FROM public;
