@@ -34,7 +34,7 @@ test: $(STAMP) ## Run every test (pytest, pgTAP) on a throwaway cluster
 lint: $(STAMP) $(NODE_STAMP) ## sqlfluff, plpgsql_check over every function, ruff, mypy --strict, eslint
 	$(BIN)/sqlfluff lint $(SQL_DIRS)
 	$(BIN)/python tools/plpgsql_lint.py
-	$(BIN)/ruff check pyvault_tokens tests tools examples
+	$(BIN)/ruff check pyvault_tokens tests tools examples bench
 	cd $(NODE_DIR) && npm run --silent lint
 	$(BIN)/mypy pyvault_tokens
 
