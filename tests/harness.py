@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 from pathlib import Path
 
 import psycopg
@@ -19,6 +20,8 @@ from pyvault_tokens.migrate import migrate
 from tests.polling import wait_for
 
 TESTS_DIR = Path(__file__).parent
+# The command line, as a user runs it (python -m pyvault_tokens.cli).
+CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 TEMPLATE = "pyvault_template"
 CRON_DATABASE = "postgres"
 _CLUSTER = pytest.StashKey["Cluster"]()

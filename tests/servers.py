@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from pyvault_tokens.asgi import PyvaultAuth, require_scope, requires_scope
+from tests.harness import CLI
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -202,9 +202,6 @@ class Process:
     @property
     def output(self) -> str:
         return "\n".join(self.lines)
-
-
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 
 
 def refresher(*args: str) -> Process:

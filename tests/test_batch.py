@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import psycopg
 import pytest
 
 from tests.crash import batch_runs, own_cluster, start_batch_job, wait_for_batches
-from tests.harness import CRON_DATABASE, prepare_database
+from tests.harness import CLI, CRON_DATABASE, prepare_database
 from tests.polling import wait_for
 
 READY = "database system is ready to accept connections"
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 
 
 def test_100k_tokens_of_mixed_policies(conn):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
+from tests.harness import CLI
+
 WHOLE_TOKEN = re.compile(r"ovt_prod_[0-9a-f]{64}")
 
 

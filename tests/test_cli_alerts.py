@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 import psycopg
 import pytest
 
 from pyvault_tokens import api
+from tests.harness import CLI
 from tests.tokens import make_token
 
-CLI = [sys.executable, "-m", "pyvault_tokens"]
 STATUS = re.compile(r"PYVAULT (OK|WARNING|CRITICAL|UNKNOWN) - \S.*")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import psycopg
@@ -23,8 +22,8 @@ import pytest
 
 from pyvault_tokens.embedded import start_cluster
 from pyvault_tokens.migrate import migrate
+from tests.harness import CLI
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 VICTIM = "cron_victim"  # cron.database_name, where pg_cron was never created
 
 FAKE_CRON = """

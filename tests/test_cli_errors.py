@@ -16,10 +16,9 @@ from click.testing import CliRunner
 
 from pyvault_tokens import cli, errors
 from pyvault_tokens.migrate import MigrateRefused
-from tests.harness import login, password_login
+from tests.harness import CLI, login, password_login
 from tests.servers import closed_port
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 PASSWORD = "pw-Zq7-never-shown"
 TOKEN = "ovt_prod_" + "a" * 64
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
+from tests.harness import CLI
 from tests.tokens import make_token
-
-CLI = [sys.executable, "-m", "pyvault_tokens"]
 
 
 def test_prune_moves_spent_tokens_in_batches_and_sums_them_up(conn, db_url):

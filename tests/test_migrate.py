@@ -13,9 +13,9 @@ import pytest
 
 from pyvault_tokens.embedded import start_cluster
 from pyvault_tokens.migrate import migrate, resource_dir, rollback, sql_files
+from tests.harness import CLI
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 ROLES = ("pyvault_api", "pyvault_admin", "pyvault_monitor", "pyvault_refresher")
 
 

@@ -21,9 +21,9 @@ import psycopg
 import pytest
 
 from pyvault_tokens.store import TokenStore
-from tests.harness import login, password_login
+from tests.harness import CLI, login, password_login
 from tests.polling import wait_for
-from tests.servers import CLI, refresher
+from tests.servers import refresher
 from tests.tokens import make_token
 
 SECRET = re.compile(r"[0-9a-f]{64}")

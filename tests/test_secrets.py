@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -41,11 +40,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pyvault_tokens.asgi import TokenRefreshMiddleware
-from tests.harness import prepare_database
+from tests.harness import CLI, prepare_database
 from tests.servers import closed_port
 from tests.tokens import make_token
 
-CLI = [sys.executable, "-m", "pyvault_tokens.cli"]
 TOKEN_SHAPE = re.compile(r"ovt_prod_[0-9a-fA-F]{5,}")
 HEX64 = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 SUCCESSOR_KEY_LABEL = b"pyvault-tokens/successor-key/v1:"

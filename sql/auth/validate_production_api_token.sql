@@ -1,7 +1,8 @@
 -- Validate a token for a scope, without refreshing it.
--- Hot path: one probe of the bridge for the common case (as in
--- validate_and_refresh_api_token), and no write unless the usage debounce window has
--- passed.
+-- The common answer from one statement, as in validate_and_refresh_api_token (whose
+-- comment gives the costs): a valid token with nothing to do. Any other case takes the
+-- full path, which writes nothing unless the usage debounce window has passed; a token
+-- due for refresh or with a successor kept is valid there all the same.
 CREATE OR REPLACE FUNCTION auth.validate_production_api_token(
     p_token text,
     p_required_scope text DEFAULT 'api:read'
@@ -18,20 +19,14 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- The common answer in one statement, as in validate_and_refresh_api_token (whose
-    -- comment gives the costs): a valid token with nothing to do. A token due for
-    -- refresh or with a successor kept is still valid here, and the full path says so.
-    IF pg_catalog.octet_length(p_token) = 73 THEN
-        RETURN QUERY
-        SELECT TRUE, b.user_hk, b.tenant_hk, b.scope, b.expires_at, 'Token is valid'::text
-        FROM auth.api_token_bridge AS b
-        WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
-          AND auth._is_quiet(b, p_required_scope);
-        IF FOUND THEN
-            RETURN;
-        END IF;
+    RETURN QUERY
+    SELECT TRUE, b.user_hk, b.tenant_hk, b.scope, b.expires_at, 'Token is valid'::text
+    FROM auth.api_token_bridge AS b
+    WHERE b.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'))
+      AND auth._is_quiet(b, p_required_scope);
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT * FROM auth._validate_in_full(p_token, p_required_scope);
     END IF;
-    RETURN QUERY SELECT * FROM auth._validate_in_full(p_token, p_required_scope);
 END;
 $$;
 COMMENT ON FUNCTION auth.validate_production_api_token(text, text) IS
