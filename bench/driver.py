@@ -342,6 +342,18 @@ class Measurements:
     warnings: list[str]
 
 
+def paired(rows: list[Row], *, flip: bool) -> list[Row]:
+    """The rows in order, or with each function run before the floor it is held to:
+    alternate repetitions flip the pairs, so that a drift of the machine's speed over
+    the minutes of a run favours neither side of a ratio."""
+    order = list(rows)
+    if flip:
+        for i, row in enumerate(order):
+            if row.floor and i > 0 and order[i - 1].id == row.floor:
+                order[i - 1], order[i] = row, order[i - 1]
+    return order
+
+
 def measure(conn: psycopg.Connection, bench_url: str, plan: Plan) -> Measurements:
     """Time every row with pgbench (connecting to bench_url), repetition by repetition,
     then both batch forms."""
@@ -356,7 +368,7 @@ def measure(conn: psycopg.Connection, bench_url: str, plan: Plan) -> Measurement
     write_rows = [r for r in READ_ROWS if r.writes]
     for rep in range(plan.reps):
         for clients in plan.clients:
-            for row in read_rows + write_rows:
+            for row in paired(read_rows, flip=rep % 2 == 1) + write_rows:
                 if row.kind == "hot":
                     conn.execute("UPDATE auth.api_token_bridge AS b "
                                  "SET record_use_after = '-infinity' FROM bench.hot_token "

@@ -75,7 +75,7 @@ class Row:
 READ_ROWS = [
     Row("driver", "driver: read a pre-made token by id, no probe", "driver.sql", "read"),
     Row("limit_bridge", "LIMIT: index probe, api_token_bridge", "limit_bridge.sql", "read"),
-    # Each floor runs right before the function held to it.
+    # Each floor runs beside the function held to it (driver.paired).
     Row("plpgsql_floor_validate", "PL/pgSQL floor, validate's six columns",
         "plpgsql_floor_validate.sql", "read"),
     Row("validate", "validate_production_api_token", "validate.sql", "read",

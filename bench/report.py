@@ -283,7 +283,7 @@ def summarize_rows(results: dict[tuple[str, int], Result], plan: Plan) -> list[d
         r["backend_cpu_x_limit"] = mine / base if mine and base else None
         floor = next((f for f in READ_ROWS if f.id == r["id"] and f.floor), None)
         if floor and (fr := results.get((floor.floor, r["clients"]))):
-            # Best over best, and each repetition's ratio: a floor runs right before the
+            # Best over best, and each repetition's ratio: a floor runs beside the
             # function held to it, seconds apart, so the per-repetition ratio is the one
             # least moved by other work on the machine.
             own = results[(r["id"], r["clients"])].runs
