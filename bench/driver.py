@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -340,6 +341,33 @@ class Measurements:
     batch: dict[str, dict]
     profiles: dict[str, list[dict]]
     warnings: list[str]
+    # (function row id, clients) -> TPS ratios of short function/floor runs back to back
+    floor_pairs: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+
+
+def floor_pairs(bench_url: str, plan: Plan) -> dict[tuple[str, int], list[float]]:
+    """Each function against its floor in plan.pair_runs short runs back to back,
+    the floor first in every other pair: on a shared machine one 10 s run's TPS moves by
+    10-20% from the next one's, which is more than the few percent this ratio is about,
+    and the median of many adjacent pairs is the steadiest estimate of it."""
+    ratios: dict[tuple[str, int], list[float]] = {}
+    held = [r for r in READ_ROWS if r.floor and not r.writes]
+    floors = {r.id: r for r in READ_ROWS}
+    first, last = plan.ranges["read"]
+    defines = {"first": first, "last": last}
+    for clients in plan.clients:
+        for row in held:
+            floor = floors[row.floor]
+            log.print(f"  floor pairs  {clients} clients  {row.id} / {floor.id} ...", end="")
+            got = ratios.setdefault((row.id, clients), [])
+            for k in range(plan.pair_runs):
+                order = (floor, row) if k % 2 == 0 else (row, floor)
+                tps = {r.id: pgbench(bench_url, r.script, clients, defines,
+                                     duration=plan.pair_duration, sampling_rate=0.01).tps
+                       for r in order}
+                got.append(tps[row.id] / tps[floor.id])
+            log.print(f" median {statistics.median(got):.3f}")
+    return ratios
 
 
 def paired(rows: list[Row], *, flip: bool) -> list[Row]:
@@ -419,7 +447,9 @@ def measure(conn: psycopg.Connection, bench_url: str, plan: Plan) -> Measurement
         batch["batch_job"] = run_batch(conn, plan, job=True)
         if prof := profiler.take(batch["batch_job"]["tokens_found"]):
             profiles["batch job"] = prof
-    return Measurements(results, batch, profiles, warnings)
+    with step("floor pairs"):
+        pairs = floor_pairs(bench_url, plan)
+    return Measurements(results, batch, profiles, warnings, pairs)
 
 
 # --------------------------------------------------------------------------- servers

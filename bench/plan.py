@@ -28,13 +28,17 @@ class Plan:
     lifecycle_clients: int = 5_000
     lifecycle_pgbench_clients: int = 2
     lifecycle_duration: float = 3.0
+    # Short function/floor runs back to back (driver.floor_pairs), and seconds each.
+    pair_runs: int = 10
+    pair_duration: float = 3.0
 
     @classmethod
     def make(cls, args: argparse.Namespace) -> Plan:
         if args.quick:
             plan = cls(quick=True, n_read=20_000, n_hot=1_000, n_due=2_000,
                        rotate_per_run=400, duration=2.0, reps=1, tenants=10, users=1_000,
-                       sampling_rate=1.0, lifecycle_clients=800, lifecycle_duration=1.0)
+                       sampling_rate=1.0, lifecycle_clients=800, lifecycle_duration=1.0,
+                       pair_runs=2, pair_duration=1.0)
         else:
             plan = cls(quick=False, n_read=1_000_000, n_hot=10_000, n_due=100_000,
                        rotate_per_run=4_000, duration=10.0, reps=3)

@@ -79,6 +79,10 @@ def test_bench_quick(db_url: str, tmp_path: Path) -> None:
         row = rows[(row_id, 2)]
         assert row["floor"] == floor and row["ratio_to_floor"] > 0, row
         assert len(row["ratio_to_floor_per_rep"]) == len(row["tps_runs"]), row
+    # ...and in short runs back to back with it, at both client counts.
+    pairs = {(p["id"], p["clients"]): p["ratios"] for p in result["floor_pairs"]}
+    assert set(pairs) == {(f, c) for f in ("validate", "validate_and_refresh") for c in (2, 8)}
+    assert all(len(v) == 2 and min(v) > 0 for v in pairs.values()), pairs
     assert result["sizes"]["mb_per_million_tokens"] > 0
     assert {t["status"] for t in result["targets"]} <= {"PASS", "MISS", "n/a"}
 
