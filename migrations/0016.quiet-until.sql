@@ -9,8 +9,9 @@
 -- out, a successor's first use not yet recorded (it starts its predecessor's grace), or
 -- a family at its maximum lifetime (its own answer, MAX_LIFETIME_REACHED).
 -- A stored generated column, so that no writer of the bridge can forget it; 8 bytes a
--- row. Adding it rewrites the bridge once, under an ACCESS EXCLUSIVE lock (about 3 s a
--- million rows on the benchmark machine): migrate in a quiet moment.
+-- row. Adding it rewrites the bridge and its indexes once, under an ACCESS EXCLUSIVE
+-- lock that blocks validation meanwhile (not timed here at scale): migrate in a quiet
+-- moment.
 
 ALTER TABLE auth.api_token_bridge
 ADD COLUMN quiet_until timestamptz NOT NULL GENERATED ALWAYS AS (
