@@ -61,7 +61,11 @@ class CanaryProxy:
             with client:
                 client.settimeout(5)
                 try:
-                    self.requests.append(client.recv(8192).split(b"\r\n", 1)[0].decode())
+                    line = client.recv(8192).split(b"\r\n", 1)[0].decode()
+                    # A connection closed before it sent a byte (Chromium opens spare
+                    # sockets to its proxy ahead of need) asked for nothing.
+                    if line:
+                        self.requests.append(line)
                 except OSError as exc:
                     self.requests.append(f"<unreadable request: {exc}>")
 
